@@ -1,0 +1,425 @@
+# scVI for SingleCellExperiment, SummarizedExperiment and plain matrices.
+
+.MODEL_ARGS <- c("n_hidden", "n_latent", "n_layers", "dropout_rate", "dispersion", "gene_likelihood",
+                 "latent_distribution", "use_observed_lib_size", "encode_covariates",
+                 "deeply_inject_covariates", "use_batch_norm", "use_layer_norm")
+.TRAIN_ARGS <- c("max_epochs", "batch_size", "train_size", "validation_size", "early_stopping",
+                 "early_stopping_patience", "lr", "weight_decay", "eps", "n_epochs_kl_warmup",
+                 "accelerator", "device", "seed", "progress")
+.INTEGER_ARGS <- c("n_hidden", "n_latent", "n_layers", "max_epochs", "batch_size", "n_epochs_kl_warmup",
+                   "early_stopping_patience", "seed")
+
+# Split `...` into model and training arguments, with whole numbers made integer.
+.splitArgs <- function(args) {
+    unknown <- setdiff(names(args), c(.MODEL_ARGS, .TRAIN_ARGS))
+    if (length(args) && (is.null(names(args)) || any(!nzchar(names(args))))) {
+        stop("model and training arguments must be named (e.g. n_latent = 10, max_epochs = 50)", call. = FALSE)
+    }
+    if (length(unknown)) {
+        stop("unknown argument(s) ", paste(sQuote(unknown, FALSE), collapse = ", "),
+             "; model arguments: ", paste(.MODEL_ARGS, collapse = ", "),
+             "; training arguments: ", paste(.TRAIN_ARGS, collapse = ", "), call. = FALSE)
+    }
+    for (nm in intersect(names(args), .INTEGER_ARGS)) {
+        v <- args[[nm]]
+        if (!is.null(v)) {
+            if (!is.numeric(v) || length(v) != 1L || is.na(v) || v != round(v)) {
+                stop(nm, " must be a single whole number, got ", deparse(v), call. = FALSE)
+            }
+            args[[nm]] <- as.integer(v)
+        }
+    }
+    list(model = args[intersect(names(args), .MODEL_ARGS)], train = args[intersect(names(args), .TRAIN_ARGS)])
+}
+
+# Counts, names and batch of `x`, whatever it is.
+.countsOf <- function(x, assay.type) {
+    if (methods::is(x, "Seurat")) return(.seuratCounts(x, assay = NULL, layer = assay.type))
+    if (methods::is(x, "SummarizedExperiment")) {
+        if (!assay.type %in% SummarizedExperiment::assayNames(x)) {
+            stop("assay '", assay.type, "' not found; available: ",
+                 paste(SummarizedExperiment::assayNames(x), collapse = ", "), ". Pass assay.type = one of them",
+                 call. = FALSE)
+        }
+        m <- SummarizedExperiment::assay(x, assay.type, withDimnames = FALSE)
+        return(list(counts = m, genes = .orDefault(rownames(x), nrow(x)), cells = .orDefault(colnames(x), ncol(x))))
+    }
+    if (is.matrix(x) || methods::is(x, "Matrix") || methods::is(x, "DelayedMatrix")) {
+        return(list(counts = x, genes = .orDefault(rownames(x), nrow(x)), cells = .orDefault(colnames(x), ncol(x))))
+    }
+    stop("expected a matrix (genes x cells), dgCMatrix, SummarizedExperiment, SingleCellExperiment or Seurat ",
+         "object, got '", class(x)[1], "'", call. = FALSE)
+}
+
+.cellMetadata <- function(x) {
+    if (methods::is(x, "Seurat")) return(x[[]])
+    if (methods::is(x, "SummarizedExperiment")) return(SummarizedExperiment::colData(x))
+    NULL
+}
+
+# Resolve `batch` (a cell-metadata column name or one value per cell) to list(key, values).
+.resolveBatch <- function(x, batch, n_cells, default_key = "batch") {
+    if (is.null(batch)) return(NULL)
+    meta <- .cellMetadata(x)
+    if (is.character(batch) && length(batch) == 1L && n_cells != 1L) {
+        if (is.null(meta) || !batch %in% colnames(meta)) {
+            stop("batch = '", batch, "' is not a column of the cell metadata; pass a column name or one value per cell",
+                 call. = FALSE)
+        }
+        key <- batch
+        values <- meta[[batch]]
+    } else {
+        key <- default_key
+        values <- batch
+    }
+    if (length(values) != n_cells) {
+        stop("batch has ", length(values), " values for ", n_cells, " cells", call. = FALSE)
+    }
+    if (anyNA(values)) {
+        stop("batch has NA for ", sum(is.na(values)), " cells (first: cell ", which(is.na(values))[1],
+             "); assign those cells a batch or drop them", call. = FALSE)
+    }
+    list(key = key, values = if (is.factor(values)) droplevels(values) else factor(as.character(values)))
+}
+
+# A minimal AnnData (counts, cell names, gene names, batch column) for the model.
+.modelAnnData <- function(x, assay.type = "counts", batch = NULL, subset.row = NULL, batch_key = NULL) {
+    parts <- .countsOf(x, assay.type)
+    counts <- parts$counts
+    genes <- parts$genes
+    if (!is.null(subset.row)) {
+        idx <- .rowIndex(subset.row, genes)
+        counts <- counts[idx, , drop = FALSE]
+        genes <- genes[idx]
+    }
+    b <- .resolveBatch(x, batch, length(parts$cells), default_key = if (is.null(batch_key)) "batch" else batch_key)
+    if (is.null(b) && !is.null(batch_key)) {
+        meta <- .cellMetadata(x)
+        if (is.null(meta) || !batch_key %in% colnames(meta)) {
+            stop("the model was trained with batch key '", batch_key, "': pass batch = (a column name or one value ",
+                 "per cell)", call. = FALSE)
+        }
+        b <- .resolveBatch(x, batch_key, length(parts$cells))
+    }
+    obs <- methods::new("DFrame", nrows = length(parts$cells))
+    if (!is.null(b)) obs[[b$key]] <- b$values
+    adata <- .handoff()$build_anndata(
+        .countsToPython(counts), .frameToPandas(obs, parts$cells),
+        .frameToPandas(methods::new("DFrame", nrows = length(genes)), genes)
+    )
+    list(adata = adata, batch_key = if (is.null(b)) NULL else b$key, cells = parts$cells, genes = genes)
+}
+
+.rowIndex <- function(subset.row, genes) {
+    if (is.character(subset.row)) {
+        idx <- match(subset.row, genes)
+        if (anyNA(idx)) {
+            stop("subset.row names ", length(which(is.na(idx))), " genes not in the data (e.g. '",
+                 subset.row[is.na(idx)][1], "')", call. = FALSE)
+        }
+        return(idx)
+    }
+    seq_along(genes)[subset.row]
+}
+
+.defaultModelDir <- function() {
+    file.path(tools::R_user_dir("pybridge", "data"), "models",
+              paste0("scvi-", format(Sys.time(), "%Y%m%d-%H%M%S"), "-",
+                     paste(sample(c(letters, 0:9), 6, TRUE), collapse = "")))
+}
+
+.settingsFromPython <- function(pymodel, train_args = list()) {
+    reg <- pymodel$registry
+    batch_key <- reticulate::py_to_r(reg$batch_key)
+    list(
+        batch_key = batch_key,
+        batch_levels = as.character(unlist(reticulate::py_to_r(reg$batch_categories))),
+        genes = as.character(unlist(reticulate::py_to_r(reg$var_names))),
+        model = reticulate::py_to_r(pymodel$`_init_params`),
+        train = train_args,
+        history = lapply(reticulate::py_to_r(pymodel$history), unlist)
+    )
+}
+
+.cacheModel <- function(path, pymodel) {
+    if (is.null(.pb$models)) .pb$models <- list()
+    .pb$models[[path]] <- list(model = pymodel, stamp = file.mtime(file.path(path, "model.safetensors")))
+}
+
+# The live Python model behind a handle (loaded once per session).
+.pyModel <- function(model) {
+    if (!methods::is(model, "SCVIModel")) {
+        stop("expected an SCVIModel (from trainSCVI() or loadSCVI()), got '", class(model)[1], "'", call. = FALSE)
+    }
+    path <- model@path
+    weights <- file.path(path, "model.safetensors")
+    if (!file.exists(weights)) {
+        stop("the model directory '", path, "' no longer holds a model; train again or loadSCVI() a saved copy",
+             call. = FALSE)
+    }
+    hit <- .pb$models[[path]]
+    if (!is.null(hit) && identical(hit$stamp, file.mtime(weights))) return(hit$model)
+    pymodel <- .pybridgeModule()$SCVI$load(path)
+    .cacheModel(path, pymodel)
+    pymodel
+}
+
+#' Train an scVI model
+#'
+#' Trains scVI on the counts of `x` and saves the model to `path`. Returns a
+#' handle ([SCVIModel-class]) that holds only the directory and settings, so
+#' it can be saved with `saveRDS()` and used in another R session.
+#'
+#' @param x A SingleCellExperiment, SummarizedExperiment, Seurat object, or a
+#'   genes x cells matrix / dgCMatrix / DelayedMatrix of raw counts.
+#' @param assay.type Assay holding raw counts (Seurat: the layer).
+#' @param batch `NULL`, the name of a cell-metadata column, or one value per cell.
+#' @param subset.row Genes to use (names, indices or logical).
+#' @param path Directory for the saved model (default: a new directory under
+#'   `tools::R_user_dir("pybridge", "data")`).
+#' @param ... Model arguments (`n_latent`, `n_hidden`, `n_layers`,
+#'   `dropout_rate`, `dispersion`, `gene_likelihood`, ...) and training
+#'   arguments (`max_epochs`, `batch_size`, `lr`, `seed`, `early_stopping`,
+#'   ...), named as in Python's `pybridge.SCVI` and `SCVI.train`.
+#' @return An `SCVIModel`.
+#' @seealso [runSCVI()], [scviLatent()], [saveSCVI()], [loadSCVI()]
+#' @export
+#' @examples
+#' if (pybridgeAvailable()) {
+#'     counts <- matrix(rpois(2000, 2), 50, 40, dimnames = list(paste0("g", 1:50), paste0("c", 1:40)))
+#'     model <- trainSCVI(counts, n_latent = 2, max_epochs = 2, path = tempfile())
+#'     dim(scviLatent(model, counts))
+#' }
+trainSCVI <- function(x, assay.type = "counts", batch = NULL, subset.row = NULL, path = NULL, ...) {
+    args <- .splitArgs(list(...))
+    input <- .modelAnnData(x, assay.type = assay.type, batch = batch, subset.row = subset.row)
+    .train(input, path, args)
+}
+
+.train <- function(input, path, args) {
+    pb <- .pybridgeModule()
+    pb$SCVI$setup_anndata(input$adata, batch_key = input$batch_key)
+    pymodel <- do.call(pb$SCVI, c(list(input$adata), args$model))
+    do.call(pymodel$train, args$train)
+    if (is.null(path)) path <- .defaultModelDir()
+    dir.create(dirname(path), recursive = TRUE, showWarnings = FALSE)
+    pymodel$save(path.expand(path), overwrite = TRUE)
+    path <- normalizePath(path)
+    .cacheModel(path, pymodel)
+    methods::new("SCVIModel", path = path, settings = .settingsFromPython(pymodel, args$train))
+}
+
+#' Save and load scVI models
+#'
+#' `saveSCVI()` copies a model's directory to `dir` (atomically) and returns a
+#' handle pointing there. `loadSCVI()` opens a saved model directory, written
+#' from R or by Python's `pybridge.SCVI.save()`.
+#'
+#' @param model An `SCVIModel`.
+#' @param dir Target directory.
+#' @param overwrite Replace an existing `dir`?
+#' @return An `SCVIModel`.
+#' @export
+#' @examples
+#' if (pybridgeAvailable()) {
+#'     counts <- matrix(rpois(2000, 2), 50, 40, dimnames = list(paste0("g", 1:50), paste0("c", 1:40)))
+#'     model <- trainSCVI(counts, n_latent = 2, max_epochs = 2, path = tempfile())
+#'     saved <- saveSCVI(model, tempfile())
+#'     again <- loadSCVI(saved@path)
+#' }
+saveSCVI <- function(model, dir, overwrite = FALSE) {
+    .pyModel(model)
+    dir <- path.expand(dir)
+    if (file.exists(dir) && !overwrite) {
+        stop("'", dir, "' exists; pass overwrite = TRUE to replace it", call. = FALSE)
+    }
+    tmp <- paste0(dir, ".tmp-", Sys.getpid())
+    unlink(tmp, recursive = TRUE)
+    dir.create(tmp, recursive = TRUE)
+    files <- list.files(model@path, full.names = TRUE, no.. = TRUE)
+    if (!all(file.copy(files, tmp, recursive = TRUE, copy.date = TRUE))) {
+        unlink(tmp, recursive = TRUE)
+        stop("could not copy the model files to '", dir, "'", call. = FALSE)
+    }
+    if (file.exists(dir)) {
+        old <- paste0(dir, ".old-", Sys.getpid())
+        file.rename(dir, old)
+        on.exit(unlink(old, recursive = TRUE), add = TRUE)
+    }
+    if (!file.rename(tmp, dir)) stop("could not move the model into '", dir, "'", call. = FALSE)
+    methods::new("SCVIModel", path = normalizePath(dir), settings = model@settings)
+}
+
+#' @rdname saveSCVI
+#' @export
+loadSCVI <- function(dir) {
+    dir <- normalizePath(path.expand(dir), mustWork = FALSE)
+    if (!file.exists(file.path(dir, "model.json")) || !file.exists(file.path(dir, "model.safetensors"))) {
+        stop("'", dir, "' is not a saved pybridge model (needs model.json and model.safetensors)", call. = FALSE)
+    }
+    pymodel <- .pybridgeModule()$SCVI$load(dir)
+    .cacheModel(dir, pymodel)
+    methods::new("SCVIModel", path = dir, settings = .settingsFromPython(pymodel))
+}
+
+.checkGenes <- function(model, genes) {
+    missing <- setdiff(model@settings$genes, genes)
+    if (length(missing)) {
+        stop("the data lack ", length(missing), " of the model's ", length(model@settings$genes),
+             " genes (e.g. '", missing[1], "'); pass data with the genes the model was trained on", call. = FALSE)
+    }
+}
+
+.modelInput <- function(model, x, assay.type, batch) {
+    input <- .modelAnnData(x, assay.type = assay.type, batch = batch, batch_key = model@settings$batch_key)
+    .checkGenes(model, input$genes)
+    input
+}
+
+#' Outputs of a trained scVI model
+#'
+#' `scviLatent()` returns the latent representation (cells x latent).
+#' `scviNormalized()` returns denoised expression (genes x cells, dense),
+#' computed in chunks of cells; it warns before building a matrix over 1 GB.
+#' `scviPosteriorSample()` samples counts from the posterior predictive
+#' (a genes x cells dgCMatrix, or a genes x cells x samples array).
+#'
+#' @param model An `SCVIModel`.
+#' @param x Data with the model's genes (any order): as for [trainSCVI()].
+#' @param assay.type Assay holding raw counts.
+#' @param batch Batch of each cell, as for [trainSCVI()]; needed when the model
+#'   has a batch and `x` lacks the column it was trained with.
+#' @param give.mean Return the posterior mean (`TRUE`) or a sample.
+#' @return See Description.
+#' @export
+#' @examples
+#' if (pybridgeAvailable()) {
+#'     counts <- matrix(rpois(2000, 2), 50, 40, dimnames = list(paste0("g", 1:50), paste0("c", 1:40)))
+#'     model <- trainSCVI(counts, n_latent = 2, max_epochs = 2, path = tempfile())
+#'     z <- scviLatent(model, counts)
+#'     rho <- scviNormalized(model, counts, genes = c("g1", "g2"), library.size = 1e4)
+#'     y <- scviPosteriorSample(model, counts)
+#' }
+scviLatent <- function(model, x, assay.type = "counts", batch = NULL, give.mean = TRUE) {
+    input <- .modelInput(model, x, assay.type, batch)
+    z <- reticulate::py_to_r(.pyModel(model)$get_latent_representation(input$adata, give_mean = give.mean))
+    dimnames(z) <- list(input$cells, paste0("scVI_", seq_len(ncol(z))))
+    z
+}
+
+#' @rdname scviLatent
+#' @param genes Genes to return (default: all of the model's genes).
+#' @param library.size Library size the expression is scaled to (1 gives proportions).
+#' @param n.samples Posterior samples averaged (normalized) or drawn (posterior sample).
+#' @param transform.batch Batch category to decode every cell in, or `NULL`.
+#' @param chunk.size Cells per chunk.
+#' @export
+scviNormalized <- function(model, x, genes = NULL, library.size = 1, assay.type = "counts", batch = NULL,
+                           n.samples = 1, transform.batch = NULL, chunk.size = 2000L) {
+    input <- .modelInput(model, x, assay.type, batch)
+    if (is.null(genes)) genes <- model@settings$genes
+    .checkGenes(methods::new("SCVIModel", path = model@path, settings = list(genes = genes)), model@settings$genes)
+    n <- length(input$cells)
+    gb <- as.double(length(genes)) * n * 8 / 1e9
+    if (gb > 1) {
+        warning(sprintf("building a dense %.1f GB matrix (%d genes x %d cells); pass genes = to restrict it",
+                        gb, length(genes), n), call. = FALSE)
+    }
+    out <- matrix(0, length(genes), n, dimnames = list(genes, input$cells))
+    pymodel <- .pyModel(model)
+    for (start in seq.int(1L, n, by = chunk.size)) {
+        idx <- start:min(n, start + chunk.size - 1L)
+        chunk <- pymodel$get_normalized_expression(
+            input$adata, indices = .arr(idx - 1L), gene_list = reticulate::r_to_py(as.list(genes)),
+            library_size = library.size, n_samples = as.integer(n.samples), return_mean = TRUE,
+            return_numpy = TRUE, transform_batch = transform.batch
+        )
+        out[, idx] <- t(reticulate::py_to_r(chunk))
+    }
+    out
+}
+
+#' @rdname scviLatent
+#' @export
+scviPosteriorSample <- function(model, x, n.samples = 1, genes = NULL, assay.type = "counts", batch = NULL) {
+    input <- .modelInput(model, x, assay.type, batch)
+    if (is.null(genes)) genes <- model@settings$genes
+    gene_list <- reticulate::r_to_py(as.list(genes))
+    y <- .pyModel(model)$posterior_predictive_sample(input$adata, n_samples = as.integer(n.samples),
+                                                      gene_list = gene_list)
+    if (n.samples == 1) {
+        return(.dgcFromSlots(.handoff()$csr_to_dgc_slots(y), genes, input$cells))
+    }
+    arr <- aperm(reticulate::py_to_r(y), c(2L, 1L, 3L))
+    dimnames(arr) <- list(genes, input$cells, NULL)
+    arr
+}
+
+# ---------------------------------------------------------------- runSCVI / calculateSCVI
+
+.calculate <- function(x, assay.type, batch, subset.row, path, ...) {
+    model <- trainSCVI(x, assay.type = assay.type, batch = batch, subset.row = subset.row, path = path, ...)
+    z <- reticulate::py_to_r(.pyModel(model)$get_latent_representation())  # the training data, still cached
+    dimnames(z) <- list(.countsOf(x, assay.type)$cells, paste0("scVI_", seq_len(ncol(z))))
+    attr(z, "model") <- model
+    z
+}
+
+#' scVI latent representation for SingleCellExperiment objects
+#'
+#' `calculateSCVI()` trains scVI on the raw counts and returns the latent
+#' representation (cells x `n_latent`, with the model handle in
+#' `attr(, "model")`). `runSCVI()` stores it as reducedDim `name` and the
+#' model handle in `metadata(x)$pybridge[[name]]`; nothing else in `x`
+#' changes.
+#'
+#' @param x A genes x cells count matrix (matrix, dgCMatrix, DelayedMatrix), a
+#'   SummarizedExperiment or a SingleCellExperiment.
+#' @param assay.type Assay holding raw counts.
+#' @param batch `NULL`, a colData column name, or one value per cell.
+#' @param subset.row Genes to use (names, indices or logical).
+#' @param path Where to save the model (see [trainSCVI()]).
+#' @param name reducedDim name.
+#' @param ... Model and training arguments, as for [trainSCVI()].
+#' @return `calculateSCVI()`: a matrix; `runSCVI()`: `x` with the reducedDim added.
+#' @name runSCVI
+#' @aliases calculateSCVI,ANY-method
+#' @export
+#' @examples
+#' if (pybridgeAvailable()) {
+#'     counts <- matrix(rpois(2000, 2), 50, 40, dimnames = list(paste0("g", 1:50), paste0("c", 1:40)))
+#'     sce <- SingleCellExperiment::SingleCellExperiment(list(counts = counts))
+#'     sce <- runSCVI(sce, n_latent = 2, max_epochs = 2, path = tempfile())
+#'     dim(SingleCellExperiment::reducedDim(sce, "scVI"))
+#' }
+setMethod("calculateSCVI", "ANY", function(x, ..., batch = NULL, subset.row = NULL, path = NULL) {
+    .calculate(x, assay.type = "counts", batch = batch, subset.row = subset.row, path = path, ...)
+})
+
+#' @rdname runSCVI
+#' @export
+setMethod("calculateSCVI", "SummarizedExperiment",
+          function(x, ..., assay.type = "counts", batch = NULL, subset.row = NULL, path = NULL) {
+    .calculate(x, assay.type = assay.type, batch = batch, subset.row = subset.row, path = path, ...)
+})
+
+#' @rdname runSCVI
+#' @export
+setMethod("runSCVI", "SingleCellExperiment",
+          function(x, ..., assay.type = "counts", batch = NULL, subset.row = NULL, path = NULL, name = "scVI") {
+    z <- calculateSCVI(x, ..., assay.type = assay.type, batch = batch, subset.row = subset.row, path = path)
+    model <- attr(z, "model")
+    attr(z, "model") <- NULL
+    SingleCellExperiment::reducedDim(x, name) <- z
+    meta <- S4Vectors::metadata(x)
+    if (is.null(meta$pybridge)) meta$pybridge <- list()
+    meta$pybridge[[name]] <- model
+    S4Vectors::metadata(x) <- meta
+    x
+})
+
+#' @rdname runSCVI
+#' @export
+setMethod("runSCVI", "SummarizedExperiment", function(x, ...) {
+    runSCVI(methods::as(x, "SingleCellExperiment"), ...)
+})
