@@ -30,6 +30,10 @@
 }
 
 .seuratSetLayer <- function(object, assay, layer, m) {
+    if (!.isSeuratV5() && !layer %in% c("counts", "data")) {
+        object[[layer]] <- SeuratObject::CreateAssayObject(counts = m)
+        return(object)
+    }
     if (.isSeuratV5()) {
         a <- object[[assay]]
         a <- do.call(.seuratFn("LayerData<-"), list(a, layer = layer, value = m))
@@ -46,10 +50,22 @@
 .seuratToAnnData <- function(x, X.name = "counts", assay = NULL) {
     counts <- .seuratCounts(x, assay = assay, layer = X.name)
     layers <- list()
-    if (X.name == "counts") {
-        data <- tryCatch(.seuratCounts(x, assay = counts$assay, layer = "data")$counts, error = function(e) NULL)
-        if (!is.null(data) && !identical(unname(data), unname(counts$counts))) {
-            layers$data <- .countsToPython(data, "Seurat layer 'data'")
+    a <- x[[counts$assay]]
+    if (.isSeuratV5() && methods::is(a, "Assay5")) {
+        names <- unique(sub("\\..*$", "", .seuratFn("Layers")(a)))
+    } else {
+        # Seurat 4 assays hold only counts/data/scale.data: extra layers live in same-shaped assays
+        extra <- Filter(function(n) n != counts$assay && identical(dim(x[[n]]), dim(a)) &&
+                            identical(rownames(x[[n]]), counts$genes), SeuratObject::Assays(x))
+        for (n in extra) {
+            layers[[n]] <- .countsToPython(SeuratObject::GetAssayData(x[[n]], slot = "counts"), paste0("assay ", n))
+        }
+        names <- c("counts", "data")
+    }
+    for (n in setdiff(names, c(X.name, "scale.data"))) {
+        m <- tryCatch(.seuratCounts(x, assay = counts$assay, layer = n)$counts, error = function(e) NULL)
+        if (!is.null(m) && !identical(unname(m), unname(counts$counts))) {
+            layers[[n]] <- .countsToPython(m, paste0("Seurat layer '", n, "'"))
         }
     }
     dims <- list()
