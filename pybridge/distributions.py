@@ -1,0 +1,192 @@
+"""Count likelihoods (NB, ZINB, Poisson) and their samplers, parametrised like scvi-tools.
+
+NB is parametrised by its mean ``mu`` and inverse dispersion ``theta`` (variance mu + mu^2 / theta);
+ZINB adds ``zi_logits``, the logit of the zero-inflation probability. Every function is elementwise and
+broadcasts. Log-likelihoods avoid additive epsilons so that they stay accurate at the extremes
+(theta from 1e-4 to 1e6, mu from 1e-8 to 1e5): log(theta + mu) is written as log(theta) + log1p(mu / theta).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_TINY = 1e-30
+
+
+def _log_clamped(t: torch.Tensor) -> torch.Tensor:
+    return torch.log(t.clamp_min(_TINY))
+
+
+def _nb_zero_log_prob(mu: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """log NB(0; mu, theta) = theta * (log theta - log(theta + mu)), with no lgamma."""
+    return -theta * torch.log1p(mu / theta.clamp_min(_TINY))
+
+
+def log_nb_positive(
+    x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, include_constant: bool = True
+) -> torch.Tensor:
+    """Negative binomial log-pmf.
+
+    ``include_constant=False`` drops -lgamma(x + 1), which does not depend on the parameters (training
+    can add it back once per cell instead of once per entry).
+    """
+    log_theta_mu = _log_clamped(theta) + torch.log1p(mu / theta.clamp_min(_TINY))
+    # the lgamma difference first: it cancels exactly at x = 0 and must not swallow the small terms
+    res = (torch.lgamma(x + theta) - torch.lgamma(theta)) + (
+        _nb_zero_log_prob(mu, theta) + x * (_log_clamped(mu) - log_theta_mu)
+    )
+    if include_constant:
+        res = res - torch.lgamma(x + 1)
+    return res
+
+
+def log_zinb_positive(
+    x: torch.Tensor,
+    mu: torch.Tensor,
+    theta: torch.Tensor,
+    zi_logits: torch.Tensor,
+    include_constant: bool = True,
+) -> torch.Tensor:
+    """Zero-inflated negative binomial log-pmf; sigmoid(zi_logits) is the zero-inflation probability."""
+    log_not_inflated = -F.softplus(zi_logits)
+    log_inflated = -F.softplus(-zi_logits)
+    case_zero = torch.logaddexp(log_inflated, log_not_inflated + _nb_zero_log_prob(mu, theta))
+    case_non_zero = log_not_inflated + log_nb_positive(x, mu, theta, include_constant=include_constant)
+    return torch.where(x < 0.5, case_zero, case_non_zero)
+
+
+def log_poisson(x: torch.Tensor, rate: torch.Tensor, include_constant: bool = True) -> torch.Tensor:
+    """Poisson log-pmf; 0 * log(0) is taken as 0."""
+    res = torch.xlogy(x, rate) - rate
+    if include_constant:
+        res = res - torch.lgamma(x + 1)
+    return res
+
+
+def sample_poisson(rate: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Poisson draws with the rate's shape."""
+    return torch.poisson(rate.clamp(min=0.0, max=1e8), generator=generator)
+
+
+def sample_nb(mu: torch.Tensor, theta: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Negative binomial draws through the gamma-Poisson mixture."""
+    concentration = theta.expand_as(mu) if theta.shape != mu.shape else theta
+    gamma_draw = torch._standard_gamma(concentration.clamp_min(_TINY))
+    rate = gamma_draw * (mu / concentration.clamp_min(_TINY))
+    return sample_poisson(rate, generator)
+
+
+def sample_zinb(
+    mu: torch.Tensor, theta: torch.Tensor, zi_logits: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Zero-inflated negative binomial draws."""
+    counts = sample_nb(mu, theta, generator)
+    inflated = torch.rand(counts.shape, generator=generator, device=counts.device) < torch.sigmoid(zi_logits)
+    return counts.masked_fill(inflated, 0.0)
+
+
+# ---- fused training likelihood ------------------------------------------------------------------------------
+# Training evaluates the NB/ZINB log-likelihood over every (cell, gene) entry of each minibatch, which makes it
+# the dominant cost on CPU. The function below computes the per-cell sum and its analytic gradient in one pass:
+# about a third of the elementwise work of differentiating log_zinb_positive through autograd, and no digamma:
+# for per-gene theta, lgamma(x + theta) - lgamma(theta) = sum_{k<x} log(theta + k) is read from a small
+# per-gene cumulative table for counts below _TABLE_SIZE (lgamma is used for the rest).
+
+_TABLE_SIZE = 64
+
+
+def _lgamma_ratio_and_grad(x: torch.Tensor, theta: torch.Tensor, need_grad: bool, integer_counts: bool):
+    """lgamma(x + theta) - lgamma(theta) and its theta-derivative (the table needs integer-valued x)."""
+    if not integer_counts or theta.dim() != 1 or x.shape[-1] != theta.shape[0]:
+        th = theta.expand_as(x)
+        value = torch.lgamma(x + th) - torch.lgamma(th)
+        grad = torch.digamma(x + th) - torch.digamma(th) if need_grad else None
+        return value, grad
+    n_genes = theta.shape[0]
+    steps = theta.unsqueeze(1) + torch.arange(_TABLE_SIZE - 1, device=theta.device, dtype=theta.dtype)
+    zeros = torch.zeros(n_genes, 1, device=theta.device, dtype=theta.dtype)
+    counts = x.reshape(-1).long()
+    gene_offset = (torch.arange(n_genes, device=x.device) * _TABLE_SIZE).repeat(counts.numel() // n_genes)
+    flat = counts.clamp(max=_TABLE_SIZE - 1) + gene_offset
+    value = torch.cat([zeros, torch.cumsum(torch.log(steps), 1)], 1).reshape(-1).index_select(0, flat)
+    grad = None
+    if need_grad:
+        grad = torch.cat([zeros, torch.cumsum(1.0 / steps, 1)], 1).reshape(-1).index_select(0, flat)
+    large = torch.nonzero(counts >= _TABLE_SIZE).squeeze(1)
+    if large.numel():
+        th = theta.index_select(0, large % n_genes)
+        xl = x.reshape(-1).index_select(0, large)
+        value.index_copy_(0, large, torch.lgamma(xl + th) - torch.lgamma(th))
+        if need_grad:
+            grad.index_copy_(0, large, torch.digamma(xl + th) - torch.digamma(th))
+    value = value.reshape(x.shape)
+    grad = None if grad is None else grad.reshape(x.shape)
+    return value, grad
+
+
+def _count_log_lik_and_grads(x, log_mu, theta, zi_logits, need, integer_counts=True):
+    """Per-entry log-likelihood and the per-entry gradients flagged in ``need`` (log_mu, theta, zi_logits)."""
+    mu = torch.exp(log_mu)
+    ratio = mu / theta
+    log1p_ratio = torch.log1p(ratio)
+    nb_zero = -theta * log1p_ratio
+    lg, dlg = _lgamma_ratio_and_grad(x, theta, need[1], integer_counts)
+    nb = nb_zero + x * (log_mu - torch.log(theta) - log1p_ratio) + lg
+    weight = None
+    if zi_logits is None:
+        ll = nb
+    else:
+        softplus = F.softplus(zi_logits)
+        zero_case = torch.logaddexp(zi_logits - softplus, nb_zero - softplus)
+        positive = x > 0
+        ll = torch.where(positive, nb - softplus, zero_case)
+        if any(need):
+            weight = torch.where(positive, torch.ones_like(ll), torch.exp(nb_zero - softplus - zero_case))
+    grads: list[torch.Tensor | None] = [None, None, None]
+    if need[0]:
+        grads[0] = x - (x + theta) * (ratio / (1 + ratio))
+    if need[1]:
+        grads[1] = 1.0 - log1p_ratio - (x + theta) / (theta + mu) + dlg
+    if weight is not None:
+        grads[0] = None if grads[0] is None else grads[0] * weight
+        grads[1] = None if grads[1] is None else grads[1] * weight
+        if need[2]:
+            grads[2] = torch.where(positive, torch.zeros_like(ll), 1.0 - weight) - torch.sigmoid(zi_logits)
+    return ll, grads
+
+
+class _CountLogLikSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, log_mu, theta, zi_logits, integer_counts):
+        ll, grads = _count_log_lik_and_grads(x, log_mu, theta, zi_logits, ctx.needs_input_grad[1:4], integer_counts)
+        ctx.theta_shape = theta.shape
+        ctx.present = [g is not None for g in grads]
+        ctx.save_for_backward(*[g if g is not None else torch.empty(0) for g in grads])
+        return ll.sum(-1)
+
+    @staticmethod
+    def backward(ctx, upstream):
+        scale = upstream.unsqueeze(-1)
+        out = [None] + [scale * g if present else None for present, g in zip(ctx.present, ctx.saved_tensors)]
+        if out[2] is not None:
+            out[2] = out[2].sum_to_size(ctx.theta_shape)
+        return (*out, None)
+
+
+def count_log_lik_sum(
+    x: torch.Tensor,
+    log_mu: torch.Tensor,
+    theta: torch.Tensor,
+    zi_logits: torch.Tensor | None = None,
+    integer_counts: bool = True,
+) -> torch.Tensor:
+    """Per-cell sum over genes of the NB (or, with ``zi_logits``, ZINB) log-pmf without -lgamma(x + 1).
+
+    Takes the mean on the log scale (``log_mu``); values equal ``log_nb_positive``/``log_zinb_positive`` summed
+    over the last axis, gradients are analytic. ``integer_counts=False`` is required for non-integer ``x``.
+    """
+    if not torch.is_grad_enabled():
+        no_grads = (False, False, False)
+        return _count_log_lik_and_grads(x, log_mu, theta, zi_logits, no_grads, integer_counts)[0].sum(-1)
+    return _CountLogLikSum.apply(x, log_mu, theta, zi_logits, integer_counts)

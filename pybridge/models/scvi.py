@@ -1,0 +1,281 @@
+"""SCVI: the user-facing scVI model (scvi-tools 1.4 API and defaults)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from anndata import AnnData
+
+from pybridge.data import Registry, aligned_counts, covariate_arrays
+from pybridge.errors import PybridgeError
+from pybridge.models._scvi_module import DISPERSIONS, LATENTS, LIKELIHOODS, NORM_OPTIONS, SCVIModule
+from pybridge.models.base import BaseModel
+
+DEFAULT_CHUNK = 1024
+
+
+def _check_choice(name: str, value, options) -> None:
+    if value not in options:
+        raise PybridgeError(f"{name} must be one of {list(options)}, got {value!r}")
+
+
+def library_log_stats(X, batch_codes: np.ndarray, n_batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-batch mean and variance of log library size (the latent-library prior)."""
+    log_lib = np.log(np.asarray(X.sum(axis=1)).reshape(-1))
+    means, variances = np.zeros(n_batch), np.ones(n_batch)
+    for b in range(n_batch):
+        values = log_lib[batch_codes == b]
+        if values.size:
+            means[b] = values.mean()
+            variances[b] = max(values.var(), 1e-4)
+    return means, variances
+
+
+class SCVI(BaseModel):
+    """single-cell Variational Inference (Lopez et al. 2018) in plain PyTorch.
+
+    Call :meth:`setup_anndata` first; arguments and defaults follow scvi-tools 1.4.
+    """
+
+    def __init__(
+        self,
+        adata: AnnData,
+        n_hidden: int = 128,
+        n_latent: int = 10,
+        n_layers: int = 1,
+        dropout_rate: float = 0.1,
+        dispersion: str = "gene",
+        gene_likelihood: str = "zinb",
+        latent_distribution: str = "normal",
+        use_observed_lib_size: bool = True,
+        encode_covariates: bool = False,
+        deeply_inject_covariates: bool = True,
+        use_batch_norm: str = "both",
+        use_layer_norm: str = "none",
+    ):
+        super().__init__(adata)
+        _check_choice("dispersion", dispersion, DISPERSIONS)
+        _check_choice("gene_likelihood", gene_likelihood, LIKELIHOODS)
+        _check_choice("latent_distribution", latent_distribution, LATENTS)
+        _check_choice("use_batch_norm", use_batch_norm, NORM_OPTIONS)
+        _check_choice("use_layer_norm", use_layer_norm, NORM_OPTIONS)
+        if dispersion == "gene-label" and self.registry.labels_key is None:
+            raise PybridgeError("dispersion='gene-label' needs labels_key in setup_anndata")
+        self._init_params = dict(
+            n_hidden=n_hidden, n_latent=n_latent, n_layers=n_layers, dropout_rate=dropout_rate,
+            dispersion=dispersion, gene_likelihood=gene_likelihood, latent_distribution=latent_distribution,
+            use_observed_lib_size=use_observed_lib_size, encode_covariates=encode_covariates,
+            deeply_inject_covariates=deeply_inject_covariates, use_batch_norm=use_batch_norm,
+            use_layer_norm=use_layer_norm,
+        )
+        library_stats = {}
+        if not use_observed_lib_size:
+            means, variances = library_log_stats(
+                aligned_counts(adata, self.registry),
+                covariate_arrays(adata, self.registry)["batch"],
+                self.registry.n_batch,
+            )
+            library_stats = dict(library_log_means=means, library_log_vars=variances)
+        self.module = self._build_module(self.registry, **self._init_params, **library_stats)
+
+    @staticmethod
+    def _build_module(registry: Registry, library_log_means=None, library_log_vars=None, **params) -> SCVIModule:
+        if not params.get("use_observed_lib_size", True) and library_log_means is None:
+            library_log_means = np.zeros(registry.n_batch)
+            library_log_vars = np.ones(registry.n_batch)
+        return SCVIModule(
+            n_input=len(registry.var_names),
+            n_batch=registry.n_batch,
+            n_labels=registry.n_labels,
+            n_continuous_cov=len(registry.continuous_covariate_keys),
+            n_cats_per_cov=registry.n_cats_per_cov,
+            library_log_means=library_log_means,
+            library_log_vars=library_log_vars,
+            integer_counts=not registry.allow_non_integer,
+            **params,
+        )
+
+    # ---- helpers -----------------------------------------------------------------------------------------
+    def _batches(self, adata: AnnData | None, indices, batch_size: int | None):
+        """Yield (positions, minibatch dict) over the chosen cells, in eval mode, without gradients."""
+        self.module.eval()
+        store = self._store(adata)
+        idx = self._index_tensor(adata, indices)
+        for chunk in torch.split(idx, batch_size or DEFAULT_CHUNK):
+            yield chunk, store.gather(chunk)
+
+    def _gene_mask(self, gene_list: Sequence[str] | None) -> np.ndarray | slice:
+        if gene_list is None:
+            return slice(None)
+        position = pd.Index(self.registry.var_names).get_indexer(list(gene_list))
+        if (position < 0).any():
+            missing = [g for g, p in zip(gene_list, position) if p < 0]
+            raise PybridgeError(f"{len(missing)} requested genes are not in the model (e.g. {missing[:5]})")
+        return position
+
+    def _batch_codes(self, transform_batch) -> list[int | None]:
+        if transform_batch is None:
+            return [None]
+        values = transform_batch if isinstance(transform_batch, (list, tuple)) else [transform_batch]
+        codes = []
+        for value in values:
+            if str(value) not in self.registry.batch_categories:
+                raise PybridgeError(
+                    f"transform_batch {value!r} is not a batch category; known: {self.registry.batch_categories}"
+                )
+            codes.append(self.registry.batch_categories.index(str(value)))
+        return codes
+
+    def _frame(self, values: np.ndarray, adata: AnnData | None, indices, genes) -> pd.DataFrame:
+        adata = self._adata(adata)
+        obs = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
+        return pd.DataFrame(values, index=obs, columns=genes)
+
+    # ---- outputs -----------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def get_latent_representation(
+        self,
+        adata: AnnData | None = None,
+        indices=None,
+        give_mean: bool = True,
+        mc_samples: int = 5000,
+        batch_size: int | None = None,
+        return_dist: bool = False,
+    ):
+        """Posterior mean (or a sample) of z per cell; ``return_dist=True`` gives (qz_m, qz_v)."""
+        means, variances, latents = [], [], []
+        for _, batch in self._batches(adata, indices, batch_size):
+            inf = self.module.inference(batch, sample=not give_mean)
+            means.append(inf["qz_m"].cpu())
+            variances.append(inf["qz_v"].cpu())
+            if self.module.latent_distribution == "ln" and give_mean:
+                draws = inf["qz_m"] + inf["qz_v"].sqrt() * torch.randn(mc_samples, *inf["qz_m"].shape, device=self.device)
+                latents.append(self.module.transform_latent(draws).mean(0).cpu())
+            else:
+                latents.append(inf["z"].cpu())
+        if return_dist:
+            return torch.cat(means).numpy(), torch.cat(variances).numpy()
+        return torch.cat(latents).numpy()
+
+    @torch.inference_mode()
+    def get_normalized_expression(
+        self,
+        adata: AnnData | None = None,
+        indices=None,
+        transform_batch=None,
+        gene_list: Sequence[str] | None = None,
+        library_size: float | str = 1,
+        n_samples: int = 1,
+        return_mean: bool = True,
+        return_numpy: bool = False,
+        batch_size: int | None = None,
+    ):
+        """Expected frequencies scaled to ``library_size`` (or ``"latent"``: the cell's own library).
+
+        Averaged over ``n_samples`` posterior draws (and over the ``transform_batch`` categories) when
+        ``return_mean``; else an array [n_samples, cells, genes].
+        """
+        genes = self._gene_mask(gene_list)
+        codes = self._batch_codes(transform_batch)
+        out = []
+        for _, batch in self._batches(adata, indices, batch_size):
+            inf = self.module.inference(batch, n_samples=n_samples, sample=n_samples > 1)
+            per_batch = []
+            for code in codes:
+                bidx = None if code is None else torch.full_like(batch["batch"], code)
+                gen = self.module.generative(inf["z"], inf["library"], batch, bidx)
+                key = "px_rate" if library_size == "latent" else "px_scale"
+                value = gen[key][..., genes]
+                per_batch.append(value if library_size == "latent" else value * float(library_size))
+            value = torch.stack(per_batch).mean(0)
+            if n_samples > 1 and return_mean:
+                value = value.mean(0)
+            out.append(value.cpu())
+        result = torch.cat(out, dim=-2).numpy()
+        if return_numpy or result.ndim == 3:
+            return result
+        names = np.asarray(self.registry.var_names)[genes]
+        return self._frame(result, adata, indices, names)
+
+    @torch.inference_mode()
+    def posterior_predictive_sample(
+        self,
+        adata: AnnData | None = None,
+        indices=None,
+        n_samples: int = 1,
+        gene_list: Sequence[str] | None = None,
+        batch_size: int | None = None,
+    ):
+        """Counts drawn from the posterior predictive: CSR [cells, genes] or dense [cells, genes, n_samples]."""
+        genes = self._gene_mask(gene_list)
+        draws = []
+        for _, batch in self._batches(adata, indices, batch_size):
+            inf = self.module.inference(batch, n_samples=n_samples)
+            gen = self.module.generative(inf["z"], inf["library"], batch)
+            counts = self.module.sample_counts(gen)[..., genes]
+            draws.append(counts.cpu().numpy() if n_samples == 1 else counts.permute(1, 2, 0).cpu().numpy())
+        if n_samples == 1:
+            return sp.csr_matrix(np.concatenate(draws, axis=0))
+        return np.concatenate(draws, axis=0)
+
+    @torch.inference_mode()
+    def get_likelihood_parameters(
+        self, adata: AnnData | None = None, indices=None, n_samples: int = 1, give_mean: bool = False,
+        batch_size: int | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Per-cell likelihood parameters: ``mean``, ``dispersions`` (theta) and ``dropout`` (zero-inflation
+        probability), each [cells, genes] (or [n_samples, cells, genes] unless ``give_mean``)."""
+        parts: dict[str, list] = {"mean": [], "dispersions": [], "dropout": []}
+        for _, batch in self._batches(adata, indices, batch_size):
+            inf = self.module.inference(batch, n_samples=n_samples)
+            gen = self.module.generative(inf["z"], inf["library"], batch)
+            values = {"mean": gen["px_rate"]}
+            if "px_r" in gen:
+                values["dispersions"] = gen["px_r"].expand_as(gen["px_rate"])
+            if "px_dropout" in gen:
+                values["dropout"] = torch.sigmoid(gen["px_dropout"])
+            for key, value in values.items():
+                if n_samples > 1 and give_mean:
+                    value = value.mean(0)
+                parts[key].append(value.cpu())
+        return {k: torch.cat(v, dim=-2).numpy() for k, v in parts.items() if v}
+
+    @torch.inference_mode()
+    def _loss_terms(self, adata, indices, batch_size) -> tuple[float, float]:
+        rec = kl = 0.0
+        n = 0
+        for _, batch in self._batches(adata, indices, batch_size):
+            out = self.module.loss(batch, 1.0)
+            rec += out.reconstruction.sum().item()
+            kl += out.kl_local.sum().item()
+            n += len(out.reconstruction)
+        return rec / max(n, 1), kl / max(n, 1)
+
+    def get_elbo(self, adata: AnnData | None = None, indices=None, batch_size: int | None = None) -> float:
+        """Per-cell mean ELBO (a lower bound on log p(x); higher is better, as in scvi-tools)."""
+        rec, kl = self._loss_terms(adata, indices, batch_size)
+        return -(rec + kl)
+
+    def get_reconstruction_error(
+        self, adata: AnnData | None = None, indices=None, batch_size: int | None = None
+    ) -> dict[str, float]:
+        """Per-cell mean log p(x | z) under ``{"reconstruction_loss": ...}`` (higher is better, as scvi-tools)."""
+        rec, _ = self._loss_terms(adata, indices, batch_size)
+        return {"reconstruction_loss": -rec}
+
+    @torch.inference_mode()
+    def get_marginal_ll(
+        self, adata: AnnData | None = None, indices=None, n_mc_samples: int = 1000, batch_size: int | None = None,
+        mc_chunk: int = 64,
+    ) -> float:
+        """Per-cell mean importance-sampling estimate of log p(x) (higher is better)."""
+        total, n = 0.0, 0
+        for _, batch in self._batches(adata, indices, batch_size or 256):
+            values = self.module.marginal_ll(batch, n_mc_samples, chunk=mc_chunk)
+            total += values.sum().item()
+            n += len(values)
+        return total / max(n, 1)

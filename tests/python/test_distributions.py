@@ -1,0 +1,117 @@
+"""Log-likelihoods against scipy on random parameters, extremes included; samplers' moments."""
+
+import mpmath
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from pybridge import distributions as D
+
+RNG = np.random.default_rng(0)
+N = 4000
+THETA = 10 ** RNG.uniform(-4, 6, N)
+MU = 10 ** RNG.uniform(-8, 5, N)
+EXTREMES = [(t, m) for t in (1e-4, 1.0, 1e6) for m in (1e-8, 1.0, 1e5)]
+THETA = np.concatenate([THETA, [t for t, _ in EXTREMES] * 4])
+MU = np.concatenate([MU, [m for _, m in EXTREMES] * 4])
+
+
+def _counts(mu, theta):
+    """Counts drawn near the distribution's bulk, plus zeros and a few large values."""
+    draws = stats.nbinom.rvs(theta, theta / (theta + mu), random_state=1).astype(float)
+    draws[::7] = 0.0
+    draws[::11] = np.round(mu[::11] * 2 + 3)
+    return draws
+
+
+X = _counts(MU, THETA)
+
+
+def _nb_logpmf_exact(x, mu, theta):
+    """NB log-pmf in 50-digit arithmetic (scipy's p = theta / (theta + mu) loses digits when mu << theta)."""
+    mpmath.mp.dps = 50
+    out = np.empty(len(x))
+    for i, (xi, mi, ti) in enumerate(zip(x, mu, theta)):
+        xi, mi, ti = mpmath.mpf(xi), mpmath.mpf(mi), mpmath.mpf(ti)
+        val = (
+            mpmath.loggamma(xi + ti) - mpmath.loggamma(ti) - mpmath.loggamma(xi + 1)
+            + ti * (mpmath.log(ti) - mpmath.log(ti + mi)) + xi * (mpmath.log(mi) - mpmath.log(ti + mi))
+        )
+        out[i] = float(val)
+    return out
+
+
+LOG_NB_EXACT = _nb_logpmf_exact(X, MU, THETA)
+
+
+def _t(a):
+    return torch.as_tensor(a, dtype=torch.float64)
+
+
+def test_nb_matches_scipy():
+    ours = D.log_nb_positive(_t(X), _t(MU), _t(THETA)).numpy()
+    ref = LOG_NB_EXACT
+    well_conditioned = MU / THETA > 1e-6
+    scipy_ref = stats.nbinom.logpmf(X, THETA, THETA / (THETA + MU))
+    np.testing.assert_allclose(scipy_ref[well_conditioned], ref[well_conditioned], rtol=1e-5, atol=1e-12)
+    assert np.all(np.isfinite(ours))
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-12)
+
+
+def test_zinb_matches_mixture():
+    logits = RNG.normal(0, 3, X.shape)
+    pi = 1 / (1 + np.exp(-logits))
+    log_nb = LOG_NB_EXACT
+    ref = np.logaddexp(np.log(pi), np.log1p(-pi) + log_nb)  # x = 0: inflated zero or NB zero
+    nonzero = X > 0
+    ref[nonzero] = np.log1p(-pi[nonzero]) + log_nb[nonzero]
+    ours = D.log_zinb_positive(_t(X), _t(MU), _t(THETA), _t(logits)).numpy()
+    assert np.all(np.isfinite(ours))
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-12)
+
+
+def test_poisson_matches_scipy():
+    ours = D.log_poisson(_t(X), _t(MU)).numpy()
+    ref = stats.poisson.logpmf(X, MU)
+    assert np.all(np.isfinite(ours))
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-12)
+
+
+def test_constant_is_lgamma_x_plus_one():
+    full = D.log_nb_positive(_t(X), _t(MU), _t(THETA))
+    partial = D.log_nb_positive(_t(X), _t(MU), _t(THETA), include_constant=False)
+    np.testing.assert_allclose((partial - full).numpy(), torch.lgamma(_t(X) + 1).numpy(), rtol=1e-10)
+
+
+def test_float32_is_finite_at_extremes():
+    theta = torch.tensor([t for t, _ in EXTREMES], dtype=torch.float32)
+    mu = torch.tensor([m for _, m in EXTREMES], dtype=torch.float32)
+    for x in (0.0, 1.0, 50.0):
+        xs = torch.full_like(mu, x)
+        assert torch.isfinite(D.log_nb_positive(xs, mu, theta)).all()
+        assert torch.isfinite(D.log_zinb_positive(xs, mu, theta, torch.zeros_like(mu))).all()
+        assert torch.isfinite(D.log_poisson(xs, mu)).all()
+
+
+@pytest.mark.parametrize("mu,theta", [(0.5, 0.3), (20.0, 2.0), (300.0, 50.0)])
+def test_nb_sampler_moments(mu, theta):
+    torch.manual_seed(0)
+    draws = D.sample_nb(torch.full((200_000,), mu), torch.tensor(theta)).double()
+    assert abs(draws.mean().item() - mu) < 0.02 * mu + 0.01
+    var = mu + mu**2 / theta
+    assert abs(draws.var().item() - var) < 0.05 * var
+
+
+def test_zinb_sampler_zero_fraction():
+    torch.manual_seed(0)
+    mu, theta, logit = torch.full((200_000,), 5.0), torch.tensor(2.0), torch.tensor(0.0)
+    draws = D.sample_zinb(mu, theta, logit)
+    expected_zero = 0.5 + 0.5 * (2 / 7) ** 2
+    assert abs((draws == 0).double().mean().item() - expected_zero) < 0.01
+
+
+def test_poisson_sampler_mean():
+    torch.manual_seed(0)
+    draws = D.sample_poisson(torch.full((100_000,), 3.0))
+    assert abs(draws.mean().item() - 3.0) < 0.03
