@@ -120,7 +120,7 @@
 .frameFromPython <- function(specs, rownames) {
     specs <- reticulate::py_to_r(specs)
     if (length(specs) == 0L) {
-        out <- methods::new("DFrame", nrows = length(rownames))
+        out <- .emptyFrame(length(rownames))
         rownames(out) <- rownames
         return(out)
     }
@@ -300,3 +300,6 @@ writeH5AD <- function(x, path, X.name = "counts") {
     adata$write_h5ad(path.expand(path))
     invisible(path)
 }
+
+# A DataFrame with n rows and no columns.
+.emptyFrame <- function(n) S4Vectors::DataFrame(x = seq_len(n))[, 0]

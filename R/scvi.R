@@ -101,11 +101,11 @@
         }
         b <- .resolveBatch(x, batch_key, length(parts$cells))
     }
-    obs <- methods::new("DFrame", nrows = length(parts$cells))
+    obs <- .emptyFrame(length(parts$cells))
     if (!is.null(b)) obs[[b$key]] <- b$values
     adata <- .handoff()$build_anndata(
         .countsToPython(counts), .frameToPandas(obs, parts$cells),
-        .frameToPandas(methods::new("DFrame", nrows = length(genes)), genes)
+        .frameToPandas(.emptyFrame(length(genes)), genes)
     )
     list(adata = adata, batch_key = if (is.null(b)) NULL else b$key, cells = parts$cells, genes = genes)
 }

@@ -134,6 +134,7 @@ RunSCVI <- function(object, assay = NULL, layer = "counts", batch.key = NULL, re
                     reduction.key = "scVI_", path = NULL, ...) {
     .requireSeurat()
     counts <- .seuratCounts(object, assay = assay, layer = layer)
+    assay <- counts$assay  # LogSeuratCommand() records the assay used
     batch <- NULL
     if (!is.null(batch.key)) {
         if (!batch.key %in% colnames(object[[]])) {

@@ -124,7 +124,7 @@ local(envir = .pybridge_env, {
         v
     }
     from_frame <- function(specs, rn) {
-        if (!length(specs)) { out <- methods::new("DFrame", nrows = length(rn)); rownames(out) <- rn; return(out) }
+        if (!length(specs)) { out <- S4Vectors::DataFrame(x = seq_along(rn))[, 0]; rownames(out) <- rn; return(out) }
         cols <- lapply(specs, from_column)
         names(cols) <- vapply(specs, function(s) s$name, "")
         out <- S4Vectors::DataFrame(cols, check.names = FALSE)
