@@ -1,0 +1,303 @@
+"""Bayesian differential expression from a fitted scVI model (scvi-tools layout and semantics).
+
+Posterior samples of the normalised expression ``scale`` (rows sum to 1) are drawn for the cells of
+each group: cells are picked uniformly (with replacement when needed) and for each a latent z is drawn
+from q(z | x). Samples of the two groups are paired and compared:
+
+- ``mode="vanilla"`` (Lopez et al. 2018): P(s1 > s2) per gene, Bayes factor log p / (1 - p);
+- ``mode="change"`` (Boyeau et al. 2019): r = log2(s1 + pc) - log2(s2 + pc); DE means |r| >= delta;
+  proba_de = max(P(r >= delta), P(r < -delta)); genes are called DE by controlling the posterior
+  expected false discovery proportion at ``fdr_target``.
+
+With ``batch_correction=True`` every sample is decoded in each batch in turn (``transform_batch``) and
+samples are paired within a batch; otherwise each cell is decoded in its observed batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from pybridge.errors import PybridgeError
+
+__all__ = ["differential_expression", "fdr_de_calls", "estimate_pseudocounts"]
+
+_EPS = 1e-8
+
+
+def _raw_counts(model, adata):
+    from pybridge.data import aligned_counts
+
+    X = aligned_counts(adata, model.registry)
+    return X.tocsr() if sp.issparse(X) else np.asarray(X)
+
+
+def _raw_stats(X, idx1: np.ndarray, idx2: np.ndarray) -> dict[str, np.ndarray]:
+    """Raw-count summaries per group: mean, share of non-zero cells, mean of counts per 10k."""
+    out = {}
+    for k, idx in (("1", idx1), ("2", idx2)):
+        sub = X[idx]
+        lib = np.asarray(sub.sum(axis=1), dtype=np.float64).ravel()
+        scale = 1e4 / np.maximum(lib, 1.0)
+        if sp.issparse(sub):
+            nonzero = np.asarray((sub != 0).mean(axis=0)).ravel()
+            normalised = np.asarray(sp.diags(scale).dot(sub).mean(axis=0)).ravel()
+        else:
+            nonzero = (sub != 0).mean(axis=0)
+            normalised = (sub * scale[:, None]).mean(axis=0)
+        out[f"raw_mean{k}"] = np.asarray(sub.mean(axis=0), dtype=np.float64).ravel()
+        out[f"non_zeroes_proportion{k}"] = np.asarray(nonzero, dtype=np.float64).ravel()
+        out[f"raw_normalized_mean{k}"] = np.asarray(normalised, dtype=np.float64).ravel()
+    return out
+
+
+def _scale_samples(
+    model, adata, cells: np.ndarray, n_samples: int, transform_batch, batch_size, rng: np.random.Generator
+) -> np.ndarray:
+    """``n_samples`` posterior draws of the normalised expression, cells picked uniformly from ``cells``."""
+    chosen = rng.choice(cells, size=n_samples, replace=len(cells) < n_samples)
+    unique, inverse = np.unique(chosen, return_inverse=True)
+    counts = np.bincount(inverse)
+    n_per_cell = int(counts.max())
+    draws = model.get_normalized_expression(
+        adata,
+        indices=unique,
+        transform_batch=transform_batch,
+        n_samples=max(n_per_cell, 2),
+        return_mean=False,
+        return_numpy=True,
+        batch_size=batch_size,
+    )  # [n_draws, n_cells, n_genes]
+    draws = np.asarray(draws)
+    # the k-th pick of a cell uses that cell's k-th posterior draw
+    order = np.argsort(inverse, kind="stable")
+    rank_within = np.empty(len(chosen), dtype=np.int64)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    rank_within[order] = np.arange(len(chosen)) - np.repeat(starts, counts)
+    return draws[rank_within, inverse]
+
+
+def estimate_pseudocounts(
+    scales1: np.ndarray, scales2: np.ndarray, not_expressed1: np.ndarray, not_expressed2: np.ndarray,
+    quantile: float = 0.9,
+) -> float:
+    """Pseudocount that shrinks the LFC of genes not expressed in a group towards 0.
+
+    The ``quantile`` of the largest sampled scale among genes with (almost) no counts in a group; at
+    least 1e-5.
+    """
+    values = []
+    for scales, mask in ((scales1, not_expressed1), (scales2, not_expressed2)):
+        if mask.any():
+            values.append(float(np.quantile(scales.max(axis=0)[mask], quantile)))
+    return float(max([1e-5, *values]))
+
+
+def fdr_de_calls(proba_de: np.ndarray, fdr_target: float) -> np.ndarray:
+    """Call the largest set of top genes whose posterior expected FDR, mean(1 - proba_de), is <= target."""
+    proba_de = np.asarray(proba_de, dtype=np.float64)
+    order = np.argsort(-proba_de, kind="stable")
+    expected_fdr = np.cumsum(1.0 - proba_de[order]) / np.arange(1, len(order) + 1)
+    n_calls = int((expected_fdr <= fdr_target).sum())
+    calls = np.zeros(len(proba_de), dtype=bool)
+    calls[order[:n_calls]] = True
+    return calls
+
+
+def _lfc_summary(lfc: np.ndarray) -> dict[str, np.ndarray]:
+    return {
+        "lfc_mean": lfc.mean(axis=0),
+        "lfc_median": np.median(lfc, axis=0),
+        "lfc_std": lfc.std(axis=0),
+        "lfc_min": lfc.min(axis=0),
+        "lfc_max": lfc.max(axis=0),
+    }
+
+
+def _compare(
+    s1: np.ndarray,
+    s2: np.ndarray,
+    mode: str,
+    delta: float,
+    pseudocounts: float | None,
+    not_expressed: tuple[np.ndarray, np.ndarray],
+) -> dict[str, np.ndarray]:
+    scale1, scale2 = s1.mean(axis=0), s2.mean(axis=0)
+    if mode == "vanilla":
+        p1 = (s1 > s2).mean(axis=0)
+        return {
+            "proba_m1": p1,
+            "proba_m2": 1.0 - p1,
+            "bayes_factor": np.log(p1 + _EPS) - np.log(1.0 - p1 + _EPS),
+            "scale1": scale1,
+            "scale2": scale2,
+        }
+    pc = estimate_pseudocounts(s1, s2, *not_expressed) if pseudocounts is None else float(pseudocounts)
+    lfc = np.log2(s1 + pc) - np.log2(s2 + pc)
+    p_up = (lfc >= delta).mean(axis=0)
+    p_down = (lfc < -delta).mean(axis=0)
+    proba_de = np.maximum(p_up, p_down)
+    sign = np.sign(p_up - p_down)
+    # effect-size summaries with a much smaller pseudocount, so that they estimate the LFC itself
+    summary = _lfc_summary(np.log2(s1 + 1e-3 * pc) - np.log2(s2 + 1e-3 * pc))
+    return {
+        "proba_de": proba_de,
+        "proba_not_de": 1.0 - proba_de,
+        "bayes_factor": sign * (np.log(proba_de + _EPS) - np.log(1.0 - proba_de + _EPS)),
+        "scale1": scale1,
+        "scale2": scale2,
+        "pseudocounts": np.full(len(scale1), pc),
+        "delta": np.full(len(scale1), float(delta)),
+        **summary,
+    }
+
+
+def _group_masks(adata, groupby, group1, group2, idx1, idx2) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+    n = adata.n_obs
+    if idx1 is not None:
+        m1 = _as_mask(idx1, n, "idx1")
+        m2 = ~m1 if idx2 is None else _as_mask(idx2, n, "idx2")
+        return [("one", "two" if idx2 is not None else "Rest", m1, m2)]
+    if groupby is None:
+        raise PybridgeError("give groupby= (a column of adata.obs) or idx1= (cells of group 1).")
+    if groupby not in adata.obs.columns:
+        raise PybridgeError(
+            f"groupby {groupby!r} is not a column of adata.obs; available: {', '.join(map(str, adata.obs.columns))}"
+        )
+    labels = adata.obs[groupby].astype(str).to_numpy()
+    present = list(pd.unique(adata.obs[groupby].astype("category").cat.categories.astype(str)))
+    if group1 is None:
+        groups1 = present
+        if len(groups1) < 2:
+            raise PybridgeError(f"adata.obs[{groupby!r}] has a single group; DE needs at least two.")
+    else:
+        groups1 = [group1] if isinstance(group1, str) or not isinstance(group1, Sequence) else list(group1)
+    out = []
+    for g in groups1:
+        g = str(g)
+        if g not in present:
+            raise PybridgeError(f"group1 {g!r} is not a value of adata.obs[{groupby!r}]; values: {present[:20]}")
+        m1 = labels == g
+        if group2 is None:
+            m2, g2 = ~m1, "Rest"
+        else:
+            g2 = str(group2)
+            if g2 not in present:
+                raise PybridgeError(
+                    f"group2 {g2!r} is not a value of adata.obs[{groupby!r}]; values: {present[:20]}"
+                )
+            m2 = labels == g2
+        out.append((g, g2, m1, m2))
+    return out
+
+
+def _as_mask(idx, n: int, name: str) -> np.ndarray:
+    idx = np.asarray(idx)
+    if idx.dtype == bool:
+        if idx.shape != (n,):
+            raise PybridgeError(f"{name} is a boolean mask of length {idx.size}; it must have one entry per cell ({n}).")
+        return idx
+    mask = np.zeros(n, dtype=bool)
+    mask[idx.astype(np.int64)] = True
+    return mask
+
+
+def _batches_for(model, batch_correction: bool, batchids) -> list:
+    if not batch_correction:
+        return [None]
+    categories = list(model.registry.batch_categories)
+    if batchids is None:
+        return categories
+    unknown = [b for b in batchids if str(b) not in categories]
+    if unknown:
+        raise PybridgeError(f"batch ids {unknown} are not batches of the model; known: {categories}")
+    return [str(b) for b in batchids]
+
+
+def differential_expression(
+    model,
+    adata=None,
+    groupby: str | None = None,
+    group1=None,
+    group2: str | None = None,
+    idx1=None,
+    idx2=None,
+    mode: str = "vanilla",
+    delta: float = 0.25,
+    batch_size: int | None = None,
+    all_stats: bool = True,
+    batch_correction: bool = False,
+    batchid1: list[str] | None = None,
+    batchid2: list[str] | None = None,
+    fdr_target: float = 0.05,
+    n_samples_overall: int = 5000,
+    pseudocounts: float | None = None,
+    threshold_counts: float = 0.01,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Differential expression between groups of cells, as ``scvi.model.SCVI.differential_expression``.
+
+    ``group1=None`` tests every group of ``groupby`` against the rest. Returns one row per gene and
+    comparison: vanilla mode ``proba_m1, proba_m2, bayes_factor, scale1, scale2``; change mode
+    ``proba_de, proba_not_de, bayes_factor, scale1, scale2, pseudocounts, delta, lfc_mean, lfc_median,
+    lfc_std, lfc_min, lfc_max`` and ``is_de_fdr_<fdr_target>``; with ``all_stats`` the raw-count
+    columns ``raw_mean1/2, non_zeroes_proportion1/2, raw_normalized_mean1/2``; then ``comparison,
+    group1, group2``. Sorted by ``bayes_factor`` (vanilla) or ``proba_de`` (change), descending.
+    ``pseudocounts=None`` estimates the change-mode pseudocount from genes with raw mean below
+    ``threshold_counts`` in a group.
+    """
+    if mode not in ("vanilla", "change"):
+        raise PybridgeError(f"mode must be 'vanilla' or 'change', got {mode!r}.")
+    if not 0.0 < fdr_target < 1.0:
+        raise PybridgeError(f"fdr_target must be in (0, 1), got {fdr_target}.")
+    if mode == "change" and (delta is None or delta < 0):
+        raise PybridgeError(f"delta must be a non-negative LFC threshold, got {delta}.")
+    adata = model._adata(adata) if hasattr(model, "_adata") else (adata if adata is not None else model.adata)
+    rng = np.random.default_rng(seed)
+    X = _raw_counts(model, adata)
+    gene_names = list(model.registry.var_names) or list(adata.var_names)
+    batches1 = _batches_for(model, batch_correction, batchid1)
+    batches2 = _batches_for(model, batch_correction, batchid2)
+    frames = []
+    for g1, g2, m1, m2 in _group_masks(adata, groupby, group1, group2, idx1, idx2):
+        cells1, cells2 = np.flatnonzero(m1), np.flatnonzero(m2)
+        if cells1.size == 0 or cells2.size == 0:
+            raise PybridgeError(f"comparison {g1} vs {g2} has an empty group ({cells1.size} vs {cells2.size} cells).")
+        stats = _raw_stats(X, cells1, cells2)
+        s1, s2 = _paired_samples(
+            model, adata, cells1, cells2, batches1, batches2, n_samples_overall, batch_size, rng
+        )
+        not_expressed = (stats["raw_mean1"] < threshold_counts, stats["raw_mean2"] < threshold_counts)
+        res = _compare(s1, s2, mode, delta, pseudocounts, not_expressed)
+        if all_stats:
+            res.update(stats)
+        df = pd.DataFrame(res, index=pd.Index(gene_names, name=None))
+        df = df.sort_values("bayes_factor" if mode == "vanilla" else "proba_de", ascending=False)
+        if mode == "change":
+            df[f"is_de_fdr_{fdr_target}"] = fdr_de_calls(df["proba_de"].to_numpy(), fdr_target)
+        if idx1 is None:
+            df["comparison"] = f"{g1} vs {g2}"
+            df["group1"] = g1
+            df["group2"] = g2
+        frames.append(df)
+    return pd.concat(frames, axis=0)
+
+
+def _paired_samples(model, adata, cells1, cells2, batches1, batches2, n_samples, batch_size, rng):
+    """Scale samples of both groups, paired within the same batch when batches are corrected for."""
+    if batches1 == batches2:
+        per_batch = max(n_samples // len(batches1), 2)
+        s1 = [_scale_samples(model, adata, cells1, per_batch, b, batch_size, rng) for b in batches1]
+        s2 = [_scale_samples(model, adata, cells2, per_batch, b, batch_size, rng) for b in batches2]
+        return np.concatenate(s1), np.concatenate(s2)
+    s1 = np.concatenate(
+        [_scale_samples(model, adata, cells1, max(n_samples // len(batches1), 2), b, batch_size, rng) for b in batches1]
+    )
+    s2 = np.concatenate(
+        [_scale_samples(model, adata, cells2, max(n_samples // len(batches2), 2), b, batch_size, rng) for b in batches2]
+    )
+    n = min(len(s1), len(s2))
+    return s1[rng.permutation(len(s1))[:n]], s2[rng.permutation(len(s2))[:n]]
