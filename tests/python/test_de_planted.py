@@ -85,6 +85,10 @@ def test_vanilla_mode_and_one_vs_rest(trained):
     np.testing.assert_allclose(b["proba_m1"] + b["proba_m2"], 1.0)
     top_up = set(b.index[:10])
     assert len(top_up & {f"g{j}" for j in range(N_UP)}) >= 8
+    # batch correction with the single (implicit) batch decodes every sample in that batch: same scales
+    corrected = differential_expression(model, groupby="group", group1="B", mode="vanilla", batch_correction=True,
+                                        n_samples_overall=1000)
+    assert np.corrcoef(corrected.loc[b.index, "scale1"], b["scale1"])[0, 1] > 0.99
     raw = adata.X[adata.obs["group"].to_numpy() == "B"].toarray()
     np.testing.assert_allclose(b.loc["g0", "raw_mean1"], raw[:, 0].mean(), rtol=1e-6)
 
