@@ -1,0 +1,358 @@
+"""Out-of-core training: minibatches streamed from a CSR (or dense) matrix on disk, .h5ad or zarr.
+
+:func:`open_backed` reads only obs and var and returns a small AnnData that stands for the on-disk data;
+``SCVI.setup_anndata`` / ``SCVI(adata)`` / ``model.train()`` then work as usual, with minibatches drawn by a
+:class:`DiskStore`: contiguous chunks of rows are read in a shuffled order by a background thread into a
+bounded buffer of ``buffer_cells`` cells, shuffled within the buffer and densified one minibatch at a time. Peak
+memory is about ``(prefetch + 2) * buffer_cells`` rows of CSR data plus one dense minibatch, whatever the
+number of cells.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from anndata import AnnData
+
+from pybridge.data import SETUP_KEY, Registry, covariate_arrays, log_factorial_per_cell, setup_anndata, validate_counts
+from pybridge.errors import PybridgeError
+
+BACKED_KEY = "_pybridge_backed"
+
+
+# ---- on-disk matrices --------------------------------------------------------------------------------------
+def _open_root(path: Path):
+    if path.suffix == ".zarr" or path.is_dir():
+        try:
+            import zarr
+        except ImportError:
+            raise PybridgeError("reading .zarr stores needs zarr: pip install 'zarr<3'") from None
+        return zarr.open_group(str(path), mode="r")
+    if not h5py.is_hdf5(path):
+        raise PybridgeError(f"{path} is neither an .h5ad (HDF5) file nor a .zarr directory")
+    return h5py.File(path, "r")
+
+
+class DiskMatrix:
+    """Row ranges of an AnnData matrix element (CSR group or dense 2-D array) read straight from disk."""
+
+    def __init__(self, path: str | os.PathLike, layer: str | None = None):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise PybridgeError(f"{self.path} not found")
+        self.layer = layer
+        self._root = _open_root(self.path)
+        key = "X" if layer is None else f"layers/{layer}"
+        if key not in self._root:
+            raise PybridgeError(f"{self.path} has no {key!r} element (layer={layer!r})")
+        elem = self._root[key]
+        encoding = elem.attrs.get("encoding-type", "array")
+        if isinstance(encoding, bytes):
+            encoding = encoding.decode()
+        if encoding == "csc_matrix":
+            raise PybridgeError(
+                f"{key} in {self.path} is CSC; out-of-core training reads rows, so store it as CSR "
+                f"(adata.X = scipy.sparse.csr_matrix(adata.X) before writing)"
+            )
+        self.sparse = encoding == "csr_matrix"
+        if self.sparse:
+            self.shape = tuple(int(s) for s in elem.attrs["shape"])
+            self._data, self._indices, self._indptr = elem["data"], elem["indices"], elem["indptr"]
+        else:
+            self.shape = tuple(elem.shape)
+            self._dense = elem
+
+    def rows(self, start: int, stop: int) -> sp.csr_matrix:
+        """Rows ``start:stop`` as float32 CSR (one contiguous read per array)."""
+        if not self.sparse:
+            return sp.csr_matrix(np.asarray(self._dense[start:stop], dtype=np.float32))
+        ptr = np.asarray(self._indptr[start : stop + 1], dtype=np.int64)
+        lo, hi = int(ptr[0]), int(ptr[-1])
+        data = np.asarray(self._data[lo:hi], dtype=np.float32)
+        indices = np.asarray(self._indices[lo:hi], dtype=np.int32)
+        return sp.csr_matrix((data, indices, ptr - lo), shape=(stop - start, self.shape[1]))
+
+    def close(self) -> None:
+        if isinstance(self._root, h5py.File):
+            self._root.close()
+
+
+def _read_element(root, key: str):
+    from anndata.io import read_elem
+
+    return read_elem(root[key])
+
+
+def open_backed(
+    path: str | os.PathLike,
+    layer: str | None = None,
+    batch_key: str | None = None,
+    labels_key: str | None = None,
+    categorical_covariate_keys: list[str] | None = None,
+    continuous_covariate_keys: list[str] | None = None,
+    buffer_cells: int = 20_000,
+    chunk_cells: int = 1_000,
+    prefetch: int = 1,
+    validate_chunk_cells: int = 20_000,
+) -> AnnData:
+    """An AnnData of the on-disk data's obs and var (no X), registered like ``SCVI.setup_anndata``.
+
+    The counts are validated in one streaming pass (``validate_chunk_cells`` rows at a time). Train with
+    ``SCVI(adata).train(...)``: minibatches come from a :class:`DiskStore` with the given buffer settings.
+    """
+    matrix = DiskMatrix(path, layer)
+    try:
+        obs = _read_element(matrix._root, "obs")
+        var = _read_element(matrix._root, "var")
+        n, g = matrix.shape
+        if len(obs) != n or len(var) != g:
+            raise PybridgeError(f"{path}: obs/var have {len(obs)}/{len(var)} rows but the matrix is {n} x {g}")
+        layer_name = "X" if layer is None else f'layers["{layer}"]'
+        for start in range(0, n, validate_chunk_cells):
+            chunk = matrix.rows(start, min(start + validate_chunk_cells, n))
+            try:
+                validate_counts(chunk, f"{path} {layer_name}")
+            except PybridgeError as err:
+                raise PybridgeError(f"{err} (in rows {start}..{start + chunk.shape[0] - 1})") from None
+    finally:
+        matrix.close()
+    adata = AnnData(obs=obs, var=var)
+    placeholder = AnnData(X=sp.csr_matrix((np.ones(n, np.float32), np.zeros(n, np.int32), np.arange(n + 1)), shape=(n, g)),
+                          obs=obs, var=var)
+    # setup_anndata validates its own X; the counts were validated above, the registry is what is needed here
+    setup_anndata(placeholder, None, batch_key, labels_key, categorical_covariate_keys, continuous_covariate_keys)
+    registry = Registry.from_dict(__import__("json").loads(placeholder.uns[SETUP_KEY]))
+    registry.layer = layer
+    adata.uns[SETUP_KEY] = registry.to_json()
+    adata.uns[BACKED_KEY] = {
+        "path": str(Path(path).resolve()), "layer": layer or "", "buffer_cells": buffer_cells,
+        "chunk_cells": chunk_cells, "prefetch": prefetch,
+    }
+    return adata
+
+
+def is_backed(adata: AnnData | None) -> bool:
+    """Whether ``adata`` stands for on-disk data opened with :func:`open_backed`."""
+    return adata is not None and BACKED_KEY in adata.uns
+
+
+# ---- minibatch source ---------------------------------------------------------------------------------------
+class DiskStore:
+    """A minibatch source reading rows from disk; same ``gather`` interface as ``TensorStore`` plus a
+    streaming ``iter_minibatches`` (chunked, shuffled, prefetched) that the Trainer uses when present."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        covariates: dict[str, np.ndarray],
+        device: torch.device | str = "cpu",
+        layer: str | None = None,
+        buffer_cells: int = 20_000,
+        chunk_cells: int = 1_000,
+        prefetch: int = 1,
+        gene_order: np.ndarray | None = None,
+    ):
+        if chunk_cells < 1 or buffer_cells < chunk_cells:
+            raise PybridgeError(f"need 1 <= chunk_cells <= buffer_cells, got {chunk_cells} and {buffer_cells}")
+        self.path, self.layer = Path(path), layer
+        self.matrix = DiskMatrix(path, layer)
+        self.n_obs, self.n_vars = self.matrix.shape
+        self.device = torch.device(device)
+        self.buffer_cells, self.chunk_cells, self.prefetch = buffer_cells, chunk_cells, max(int(prefetch), 1)
+        self.gene_order = gene_order
+        self.covariates = covariates
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_adata(cls, adata: AnnData, registry: Registry, device: torch.device | str) -> DiskStore:
+        """The store behind an AnnData made by :func:`open_backed`, with columns in the registry's order."""
+        info = adata.uns[BACKED_KEY]
+        names = pd.Index(adata.var_names)
+        order = None if list(names) == registry.var_names else names.get_indexer(registry.var_names)
+        if order is not None and (order < 0).any():
+            raise PybridgeError("the on-disk data lack some of the model's genes")
+        return cls(
+            info["path"], covariate_arrays(adata, registry), device, info["layer"] or None,
+            int(info["buffer_cells"]), int(info["chunk_cells"]), int(info["prefetch"]), order,
+        )
+
+    def __len__(self) -> int:
+        return self.n_obs
+
+    def _read(self, start: int, stop: int) -> sp.csr_matrix:
+        with self._lock:  # h5py is not safe for concurrent reads of one file
+            block = self.matrix.rows(start, stop)
+        return block if self.gene_order is None else block[:, self.gene_order]
+
+    def _batch(self, block: sp.csr_matrix, rows: np.ndarray, positions: np.ndarray) -> dict[str, torch.Tensor]:
+        """Minibatch dict for ``rows`` of ``block`` (cells ``positions`` of the dataset)."""
+        sub = block[rows]
+        idx = torch.as_tensor(positions, dtype=torch.long)
+        batch = {k: torch.as_tensor(v[positions]).to(self.device) for k, v in self.covariates.items()}
+        batch["X"] = torch.as_tensor(sub.toarray()).to(self.device)
+        batch["log_x_factorial"] = torch.as_tensor(log_factorial_per_cell(sub), dtype=torch.float32).to(self.device)
+        batch["indices"] = idx.to(self.device)
+        return batch
+
+    def gather(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Rows ``idx`` (any order), read as few contiguous spans of at most ``buffer_cells`` rows."""
+        positions = idx.cpu().numpy()
+        order = np.argsort(positions, kind="stable")
+        sorted_pos = positions[order]
+        parts, start = [], 0
+        while start < len(sorted_pos):
+            stop = np.searchsorted(sorted_pos, sorted_pos[start] + self.buffer_cells, side="left")
+            lo, hi = int(sorted_pos[start]), int(sorted_pos[stop - 1]) + 1
+            parts.append(self._read(lo, hi)[sorted_pos[start:stop] - lo])
+            start = stop
+        block = sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, self.n_vars), dtype=np.float32)
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        return self._batch(block, inverse, positions)
+
+    def _buffers(self, keep: np.ndarray, rng: np.random.Generator, shuffle: bool) -> Iterator[tuple]:
+        """(CSR block, dataset positions) buffers of about ``buffer_cells`` kept cells, chunks in random order."""
+        starts = np.arange(0, self.n_obs, self.chunk_cells)
+        if shuffle:
+            starts = rng.permutation(starts)
+        per_buffer = max(self.buffer_cells // self.chunk_cells, 1)
+        for i in range(0, len(starts), per_buffer):
+            blocks, positions = [], []
+            for s in starts[i : i + per_buffer]:
+                stop = min(int(s) + self.chunk_cells, self.n_obs)
+                rows = np.flatnonzero(keep[s:stop])
+                if rows.size:
+                    blocks.append(self._read(int(s), stop)[rows])
+                    positions.append(rows + s)
+            if blocks:
+                yield sp.vstack(blocks, format="csr"), np.concatenate(positions)
+
+    def iter_minibatches(
+        self, indices: torch.Tensor, batch_size: int, generator: torch.Generator | None = None,
+        shuffle: bool = True, min_last: int = 1,
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Minibatches over ``indices`` in one pass over the file: chunks in random order, cells shuffled within
+        each buffer, buffers read ahead by a background thread. Cells left over at the end of a buffer open the
+        next one's first minibatch, so the count is ceil(len(indices) / batch_size) (a trailing minibatch
+        smaller than ``min_last`` is dropped), the same on every rank of a distributed job."""
+        keep = np.zeros(self.n_obs, dtype=bool)
+        keep[indices.cpu().numpy()] = True
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item()) if generator is not None else 0
+        rng = np.random.default_rng(seed)
+        carry_block, carry_pos = None, np.zeros(0, dtype=np.int64)
+        for block, positions in _prefetched(self._buffers(keep, rng, shuffle), self.prefetch):
+            order = rng.permutation(len(positions)) if shuffle else np.arange(len(positions))
+            block, positions = block[order], positions[order]
+            if carry_block is not None:
+                block, positions = sp.vstack([carry_block, block], format="csr"), np.concatenate([carry_pos, positions])
+            n_full = len(positions) // batch_size * batch_size
+            for start in range(0, n_full, batch_size):
+                rows = np.arange(start, start + batch_size)
+                yield self._batch(block, rows, positions[rows])
+            carry_block, carry_pos = block[n_full:], positions[n_full:]
+        if len(carry_pos) >= min_last:
+            yield self._batch(carry_block, np.arange(len(carry_pos)), carry_pos)
+
+
+def _prefetched(source: Iterator, depth: int) -> Iterator:
+    """Iterate ``source`` in a background thread, at most ``depth`` items ahead."""
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def worker():
+        try:
+            for item in source:
+                while not stop.is_set():
+                    try:
+                        items.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(done)
+        except BaseException as err:  # surfaced in the consuming thread
+            items.put(err)
+
+    thread = threading.Thread(target=worker, daemon=True, name="pybridge-prefetch")
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+# ---- writing test data ---------------------------------------------------------------------------------------
+def write_csr_h5ad(
+    path: str | os.PathLike, blocks: Iterator[sp.csr_matrix], n_obs: int, n_vars: int,
+    obs: pd.DataFrame | None = None, var_names: list[str] | None = None,
+) -> None:
+    """Write an .h5ad with a CSR X from row blocks, without holding the matrix in memory (anndata layout)."""
+    from anndata.io import write_elem
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with h5py.File(tmp, "w") as f:
+        group = f.create_group("X")
+        group.attrs.update({"encoding-type": "csr_matrix", "encoding-version": "0.1.0", "shape": (n_obs, n_vars)})
+        data = group.create_dataset("data", shape=(0,), maxshape=(None,), dtype="f4", chunks=(1 << 18,))
+        indices = group.create_dataset("indices", shape=(0,), maxshape=(None,), dtype="i4", chunks=(1 << 18,))
+        indptr = np.zeros(n_obs + 1, dtype=np.int64)
+        row = 0
+        for block in blocks:
+            block = sp.csr_matrix(block)
+            nnz, end = data.shape[0], data.shape[0] + block.nnz
+            data.resize((end,))
+            indices.resize((end,))
+            data[nnz:end] = block.data.astype(np.float32)
+            indices[nnz:end] = block.indices.astype(np.int32)
+            indptr[row + 1 : row + block.shape[0] + 1] = block.indptr[1:] + nnz
+            row += block.shape[0]
+        if row != n_obs:
+            raise PybridgeError(f"wrote {row} rows but n_obs is {n_obs}")
+        group.create_dataset("indptr", data=indptr)
+        obs = obs if obs is not None else pd.DataFrame(index=[f"cell{i}" for i in range(n_obs)])
+        var = pd.DataFrame(index=var_names or [f"gene{j}" for j in range(n_vars)])
+        write_elem(f, "obs", obs)
+        write_elem(f, "var", var)
+        f.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
+    os.replace(tmp, path)
+
+
+def simulate_nb_blocks(
+    n_obs: int, n_vars: int, block_cells: int = 10_000, seed: int = 0, mean_total: float = 1_000.0,
+    theta: float = 2.0, genes_per_type: int = 300, n_types: int = 5,
+) -> Iterator[sp.csr_matrix]:
+    """Negative-binomial (gamma-Poisson) counts of ``n_types`` cell types, each expressing its own random set of
+    ``genes_per_type`` genes, generated block by block (vectorised over the expressed genes only)."""
+    rng = np.random.default_rng(seed)
+    k = min(genes_per_type, n_vars)
+    gene_sets = np.sort(np.stack([rng.choice(n_vars, k, replace=False) for _ in range(n_types)]), axis=1)
+    profiles = rng.dirichlet(np.full(k, 0.5), size=n_types).astype(np.float32)
+    for start in range(0, n_obs, block_cells):
+        m = min(block_cells, n_obs - start)
+        kinds = rng.integers(0, n_types, m)
+        library = rng.lognormal(np.log(mean_total), 0.3, m).astype(np.float32)
+        rate = rng.standard_gamma(theta, size=(m, k), dtype=np.float32) / theta * profiles[kinds] * library[:, None]
+        counts = rng.poisson(rate).astype(np.float32)
+        counts[:, 0] += counts.sum(axis=1) == 0  # no empty cells
+        block = sp.csr_matrix((counts.ravel(), gene_sets[kinds].ravel(), np.arange(m + 1) * k), shape=(m, n_vars))
+        block.eliminate_zeros()
+        yield block
