@@ -1,0 +1,39 @@
+"""``pybridge <command>``: argparse front end. Errors print one line and exit with code 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from pybridge import __version__
+from pybridge.errors import PybridgeError
+
+COMMANDS = ["train", "decode", "convert", "report", "deconvolve"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pybridge",
+        description="scVI-family models for single-cell counts (plain PyTorch). Progress goes to stderr.",
+    )
+    parser.add_argument("--version", action="version", version=f"pybridge {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f"pybridge.cli.{name}")
+        module.add_parser(subparsers).set_defaults(handler=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except (PybridgeError, FileNotFoundError, FileExistsError, KeyError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"pybridge {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""``pybridge train``: fit scVI on a count matrix, save the model and an .h5ad with obsm["X_scVI"]."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pybridge.cli.io import read_input, write_h5ad
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "train",
+        help="train scVI and write the model and the latent representation",
+        description="Train scVI on INPUT (.h5ad, or .rds with R and pybridge[r]) and write the model directory "
+        "(model.safetensors + model.json) to --output, plus OUTPUT/latent.h5ad (or --latent-output) holding the "
+        "input with obsm['X_scVI'].",
+    )
+    p.add_argument("input", help="cells x genes counts: .h5ad or .rds (SingleCellExperiment/Seurat)")
+    p.add_argument("--output", "-o", required=True, help="model directory to write")
+    p.add_argument("--latent-output", default=None, help="where to write the .h5ad with obsm['X_scVI'] "
+                   "(default: OUTPUT/latent.h5ad)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
+    p.add_argument("--layer", default=None, help="layer holding raw counts (default: X)")
+    p.add_argument("--batch-key", default=None, help="obs column with the batch of each cell")
+    p.add_argument("--labels-key", default=None, help="obs column with cell labels (for gene-label dispersion)")
+    p.add_argument("--categorical-covariate", action="append", default=None, metavar="KEY",
+                   help="obs column of an extra categorical covariate (repeatable)")
+    p.add_argument("--continuous-covariate", action="append", default=None, metavar="KEY",
+                   help="obs column of an extra continuous covariate (repeatable)")
+    p.add_argument("--allow-non-integer", action="store_true", help="accept non-integer counts (e.g. expected counts)")
+    p.add_argument("--n-latent", type=int, default=10, help="latent dimensions (default 10)")
+    p.add_argument("--n-hidden", type=int, default=128, help="hidden units per layer (default 128)")
+    p.add_argument("--n-layers", type=int, default=1, help="hidden layers in encoder and decoder (default 1)")
+    p.add_argument("--dropout-rate", type=float, default=0.1, help="dropout rate (default 0.1)")
+    p.add_argument("--gene-likelihood", choices=["zinb", "nb", "poisson"], default="zinb", help="default zinb")
+    p.add_argument("--dispersion", choices=["gene", "gene-batch", "gene-label", "gene-cell"], default="gene",
+                   help="default gene")
+    p.add_argument("--latent-distribution", choices=["normal", "ln"], default="normal", help="default normal")
+    p.add_argument("--latent-library", action="store_true", help="model the library size as latent "
+                   "(default: observed library size)")
+    p.add_argument("--max-epochs", type=int, default=None, help="default: min(round(20000/n_cells*400), 400)")
+    p.add_argument("--batch-size", type=int, default=128, help="minibatch size (default 128)")
+    p.add_argument("--train-size", type=float, default=0.9, help="fraction of cells for training (default 0.9)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--early-stopping", action="store_true", help="stop when the validation ELBO stalls")
+    p.add_argument("--accelerator", choices=["auto", "cpu", "gpu", "cuda"], default="auto", help="default auto")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import pybridge
+
+    adata = read_input(args.input)
+    pybridge.SCVI.setup_anndata(
+        adata, layer=args.layer, batch_key=args.batch_key, labels_key=args.labels_key,
+        categorical_covariate_keys=args.categorical_covariate,
+        continuous_covariate_keys=args.continuous_covariate, allow_non_integer=args.allow_non_integer,
+    )
+    model = pybridge.SCVI(
+        adata, n_hidden=args.n_hidden, n_latent=args.n_latent, n_layers=args.n_layers,
+        dropout_rate=args.dropout_rate, dispersion=args.dispersion, gene_likelihood=args.gene_likelihood,
+        latent_distribution=args.latent_distribution, use_observed_lib_size=not args.latent_library,
+    )
+    model.train(
+        max_epochs=args.max_epochs, batch_size=args.batch_size, train_size=args.train_size, lr=args.lr,
+        early_stopping=args.early_stopping, accelerator=args.accelerator, seed=args.seed,
+        progress=False if args.no_progress else None,
+    )
+    model.save(args.output, overwrite=args.overwrite)
+    adata.obsm["X_scVI"] = model.get_latent_representation()
+    latent_path = args.latent_output or str(Path(args.output) / "latent.h5ad")
+    write_h5ad(adata, latent_path)
+    history = model.history
+    summary = f"trained {history and len(history['elbo_train'])} epochs on {adata.n_obs} cells x {adata.n_vars} genes"
+    if history.get("elbo_validation"):
+        summary += f"; validation ELBO {history['elbo_validation'][-1]:.2f} per cell"
+    print(f"{summary}; model in {args.output}, latent in {latent_path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,49 @@
+"""The command line: train and decode end to end, --help, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import anndata as ad
+import numpy as np
+
+from pybridge.cli.main import main
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "pybridge.cli.main", *args], capture_output=True, text=True)
+
+
+def test_train_then_decode(small_adata, tmp_path):
+    data = tmp_path / "in.h5ad"
+    small_adata.write_h5ad(data)
+    code = main(["train", str(data), "--output", str(tmp_path / "model"), "--max-epochs", "2", "--n-latent", "3",
+                 "--batch-key", "batch", "--gene-likelihood", "nb", "--no-progress"])
+    assert code == 0
+    latent = ad.read_h5ad(tmp_path / "model" / "latent.h5ad")
+    assert latent.obsm["X_scVI"].shape == (300, 3)
+    out = tmp_path / "decoded.h5ad"
+    assert main(["decode", str(tmp_path / "model"), str(data), "--genes", "gene2", "gene0", "--output", str(out),
+                 "--library-size", "10000"]) == 0
+    decoded = ad.read_h5ad(out)
+    assert list(decoded.var_names) == ["gene2", "gene0"] and decoded.shape == (300, 2)
+    assert np.all(decoded.X > 0) and np.all(decoded.X < 10000)
+
+
+def test_help_documents_options():
+    result = _run("train", "--help")
+    assert result.returncode == 0
+    for option in ("--layer", "--batch-key", "--labels-key", "--max-epochs", "--n-latent", "--gene-likelihood"):
+        assert option in result.stdout
+
+
+def test_errors_are_one_line_exit_2(small_adata, tmp_path):
+    result = _run("train", str(tmp_path / "missing.h5ad"), "--output", str(tmp_path / "m"))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "no such file" in result.stderr
+    data = tmp_path / "in.h5ad"
+    small_adata.write_h5ad(data)
+    result = _run("train", str(data), "--output", str(tmp_path / "m"), "--batch-key", "nope")
+    assert result.returncode == 2 and "batch_key 'nope' is not a column" in result.stderr
+    assert "Traceback" not in result.stderr
