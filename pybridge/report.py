@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from scipy.special import logit, logsumexp
+from scipy.special import logsumexp
 
 from pybridge.errors import PybridgeError
 from pybridge.evaluate.calibration import CURVE_LEVELS, CalibrationAccumulator
@@ -30,9 +30,8 @@ from pybridge.evaluate.ceiling import (
     pca_profiles,
     simulate_counts,
     smoothed_count_profiles,
-    split_half_ceiling,
 )
-from pybridge.evaluate.ranks import decile_of, spearman_rows
+from pybridge.evaluate.ranks import decile_of, spearman_rows, spearman_rows_many
 
 __all__ = ["evaluate_split", "build_report", "compare_likelihood_models", "heldout_loglik_of_model", "baseline_logliks"]
 
@@ -60,21 +59,21 @@ def _chunks(n: int, size: int):
 def _model_params_at_depth(model, adata, cells: np.ndarray, depth: np.ndarray, n_samples: int) -> dict:
     """Likelihood parameters of ``n_samples`` posterior draws, means rescaled to ``depth`` per cell.
 
-    Returns arrays [n_samples, cells, genes]: ``mean``, and ``theta`` / ``zi_logits`` when the likelihood
-    has them.
+    Returns arrays [n_samples, cells, genes]: ``mean``, and ``theta`` / ``zi_prob`` (zero-inflation
+    probability) when the likelihood has them.
     """
     params = model.get_likelihood_parameters(adata, indices=cells, n_samples=n_samples)
     mean = np.asarray(params["mean"], dtype=np.float64)
     if n_samples == 1:
         mean = mean[None]
     mean = mean / mean.sum(axis=-1, keepdims=True) * depth[None, :, None]
-    out = {"mean": mean, "theta": None, "zi_logits": None}
+    out = {"mean": mean, "theta": None, "zi_prob": None}
     if "dispersions" in params:
         theta = np.asarray(params["dispersions"], dtype=np.float64)
         out["theta"] = theta[None] if n_samples == 1 else theta
     if "dropout" in params:
-        drop = np.clip(np.asarray(params["dropout"], dtype=np.float64), 1e-12, 1 - 1e-12)
-        out["zi_logits"] = logit(drop[None] if n_samples == 1 else drop)
+        drop = np.asarray(params["dropout"], dtype=np.float64)
+        out["zi_prob"] = drop[None] if n_samples == 1 else drop
     return out
 
 
@@ -92,7 +91,7 @@ def heldout_loglik_of_model(
                     X_test[pos],
                     p["mean"][s],
                     None if p["theta"] is None else p["theta"][s],
-                    None if p["zi_logits"] is None else p["zi_logits"][s],
+                    None if p["zi_prob"] is None else p["zi_prob"][s],
                 )
                 for s in range(p["mean"].shape[0])
             ]
@@ -110,7 +109,9 @@ def _best_loglik(profiles: np.ndarray, A: sp.csr_matrix, B: sp.csr_matrix) -> tu
     return (ll_nb, "nb") if ll_nb >= ll_pois else (ll_pois, "poisson")
 
 
-def baseline_logliks(A: sp.csr_matrix, B: sp.csr_matrix, pca_components: int = 10, seed: int = 0) -> dict:
+def baseline_logliks(
+    A: sp.csr_matrix, B: sp.csr_matrix, pca_components: int = 10, seed: int = 0, pca: np.ndarray | None = None
+) -> dict:
     """Held-out fold-B log-likelihood (per-cell mean) of each baseline, its tuning chosen on fold B.
 
     Choosing the pseudocount / floor on fold B itself favours the baselines: the model gets no such help.
@@ -126,7 +127,7 @@ def baseline_logliks(A: sp.csr_matrix, B: sp.csr_matrix, pca_components: int = 1
             best = {"loglik": ll, "likelihood": dist, "pseudocount": alpha}
     results["fold_A"] = best
     best = None
-    raw_pca = pca_profiles(A, pca_components, seed)
+    raw_pca = pca_profiles(A, pca_components, seed) if pca is None else pca
     for w in PCA_FLOOR_WEIGHTS:
         ll, dist = _best_loglik((1 - w) * raw_pca + w * pooled[None, :], A, B)
         if best is None or ll > best["loglik"]:
@@ -156,6 +157,8 @@ def _decile_table(values: dict[str, np.ndarray], stratifier: np.ndarray, n_bins:
                 row[f"{key}_q75"] = float(np.quantile(finite, 0.75)) if finite.size else None
         if row.get("model_heldout_median") is not None and row.get("ceiling_split_half_median") is not None:
             row["gap_to_ceiling"] = row["ceiling_split_half_median"] - row["model_heldout_median"]
+        if row.get("model_heldout_median") is not None and row.get("oracle_poisson_median") is not None:
+            row["gap_to_oracle_poisson"] = row["oracle_poisson_median"] - row["model_heldout_median"]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -171,16 +174,39 @@ def _overall(values: dict[str, np.ndarray]) -> dict:
     }
 
 
+def _simulated_oracles(model, adata, cells: np.ndarray, depth: np.ndarray, rng: np.random.Generator) -> dict:
+    """Spearman of an oracle that knows the rates, when the model's rates (one posterior draw, at ``depth``)
+    are taken as the truth: with Poisson noise only (``oracle_poisson``) and with the model's own noise
+    (``oracle_model_noise``: NB / ZINB). Returns {name: (per_cell, per_gene)}."""
+    rates, draws = [], {"oracle_poisson": [], "oracle_model_noise": []}
+    for pos in _chunks(len(cells), 512):
+        p = _model_params_at_depth(model, adata, cells[pos], depth[pos], 1)
+        theta = None if p["theta"] is None else p["theta"][0]
+        zi = None if p["zi_prob"] is None else p["zi_prob"][0]
+        rate = p["mean"][0] if zi is None else p["mean"][0] * (1.0 - zi)
+        rates.append(rate)
+        draws["oracle_poisson"].append(sp.csr_matrix(simulate_counts(rate, seed=int(rng.integers(2**31)))))
+        draws["oracle_model_noise"].append(
+            sp.csr_matrix(simulate_counts(p["mean"][0], theta, zi, seed=int(rng.integers(2**31))))
+        )
+    rate = np.vstack(rates)
+    out = {}
+    for key, parts in draws.items():
+        counts = sp.vstack(parts).tocsr()
+        out[key] = (spearman_rows(rate, counts), spearman_rows(rate.T, _t(counts)))
+    return out
+
+
 def evaluate_split(
     model,
     adata,
     train_layer: str = "fold_A",
     test_layer: str = "fold_B",
     n_bins: int = 10,
-    n_expected_samples: int = 10,
+    n_expected_samples: int = 5,
     loglik_samples: int = 5,
     ppc_cells: int = 300,
-    ppc_samples: int = 30,
+    ppc_samples: int = 20,
     marginal_cells: int = 200,
     marginal_mc_samples: int = 50,
     pca_components: int | None = None,
@@ -226,28 +252,17 @@ def evaluate_split(
         "fold_A": A,
         "pca": pca * lib_b[:, None],
     }
-    per_cell = {k: spearman_rows(v, B) for k, v in predictors_b.items()}
-    per_gene = {k: spearman_rows(_t(v) if sp.issparse(v) else v.T, _t(B)) for k, v in predictors_b.items()}
+    per_cell = spearman_rows_many(predictors_b, B)
+    per_gene = spearman_rows_many({k: _t(v) if sp.issparse(v) else v.T for k, v in predictors_b.items()}, _t(B))
     per_cell["model_training"] = spearman_rows(rho, A)
     per_gene["model_training"] = spearman_rows((rho * lib_a[:, None]).T, _t(A))
-    ceiling = split_half_ceiling(A, B)
-    per_cell["ceiling_split_half"] = ceiling["per_cell"]
-    per_gene["ceiling_split_half"] = ceiling["per_gene"]
+    # split-half noise ceiling sqrt(Spearman(fold A, fold B)): the fold-A baseline's correlations, square-rooted
+    per_cell["ceiling_split_half"] = np.sqrt(np.clip(per_cell["fold_A"], 0.0, None))
+    per_gene["ceiling_split_half"] = np.sqrt(np.clip(per_gene["fold_A"], 0.0, None))
 
-    # simulated oracle: one posterior draw of the model's parameters taken as the truth, at fold-B depth
-    sim_cell, sim_rate, sim_draw = [], [], []
-    for pos in _chunks(len(cells), 512):
-        p = _model_params_at_depth(model, adata, cells[pos], lib_b[pos], 1)
-        theta = None if p["theta"] is None else p["theta"][0]
-        zi = None if p["zi_logits"] is None else p["zi_logits"][0]
-        rate = p["mean"][0] if zi is None else p["mean"][0] / (1 + np.exp(zi))
-        draws = simulate_counts(p["mean"][0], theta, zi, seed=int(rng.integers(2**31)))
-        sim_cell.append(spearman_rows(rate, sp.csr_matrix(draws)))
-        sim_rate.append(rate.astype(np.float32))
-        sim_draw.append(sp.csr_matrix(draws))
-    per_cell["oracle_simulated"] = np.concatenate(sim_cell)
-    per_gene["oracle_simulated"] = spearman_rows(np.vstack(sim_rate).T, _t(sp.vstack(sim_draw).tocsr()))
-    del sim_rate, sim_draw
+    oracles = _simulated_oracles(model, adata, cells, lib_b, rng)
+    for key, (cell_values, gene_values) in oracles.items():
+        per_cell[key], per_gene[key] = cell_values, gene_values
 
     cell_table = _decile_table(per_cell, lib_total, n_bins, "library_size")
     gene_table = _decile_table(per_gene, gene_mean, n_bins, "gene_mean")
@@ -255,7 +270,7 @@ def evaluate_split(
     # held-out log-likelihood of fold B given fold A: model vs baselines
     ll_model = heldout_loglik_of_model(model, adata, cells, B, n_samples=loglik_samples)
     loglik = {"scvi": {"loglik": float(ll_model.mean()), "likelihood": model._init_params.get("gene_likelihood")}}
-    loglik.update(baseline_logliks(A, B, pca_components, seed))
+    loglik.update(baseline_logliks(A, B, pca_components, seed, pca=pca))
     beaten = {k: loglik["scvi"]["loglik"] > v["loglik"] for k, v in loglik.items() if k != "scvi"}
 
     # importance-sampled marginal log-likelihood log p(x) of the held-out and the training fold
@@ -280,7 +295,7 @@ def evaluate_split(
                 simulate_counts(
                     p["mean"][s],
                     None if p["theta"] is None else p["theta"][s],
-                    None if p["zi_logits"] is None else p["zi_logits"][s],
+                    None if p["zi_prob"] is None else p["zi_prob"][s],
                     seed=int(rng.integers(2**31)),
                 )
                 for s in range(ppc_samples)
@@ -411,8 +426,9 @@ def _likelihood_summary(by_lik: dict) -> dict:
 LABELS = {
     "model_heldout": "scVI vs held-out fold B",
     "model_training": "scVI vs training fold A",
-    "ceiling_split_half": "noise ceiling (split-half)",
-    "oracle_simulated": "oracle (simulated from model)",
+    "ceiling_split_half": "noise ceiling (split-half bound)",
+    "oracle_poisson": "oracle: model rates + Poisson noise",
+    "oracle_model_noise": "oracle: model rates + model noise",
     "mean_cell": "baseline: mean cell",
     "fold_A": "baseline: fold-A counts",
     "pca": "baseline: PCA",
@@ -433,7 +449,8 @@ def write_figures(metrics: dict, arrays: dict, out_dir: Path, likelihoods: dict 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     ax.fill_between(x, table["ceiling_split_half_q25"], table["ceiling_split_half_q75"], color="0.85",
                     label="noise ceiling, cells' IQR")
-    styles = {"ceiling_split_half": ("k", "-"), "oracle_simulated": ("k", ":"), "model_heldout": ("C0", "-"),
+    styles = {"ceiling_split_half": ("k", "-"), "oracle_poisson": ("k", "--"), "oracle_model_noise": ("k", ":"),
+              "model_heldout": ("C0", "-"),
               "model_training": ("C0", "--"), "pca": ("C2", "-"), "fold_A": ("C3", "-"), "mean_cell": ("C1", "-")}
     for key, (color, ls) in styles.items():
         ax.plot(x, table[f"{key}_median"], color=color, ls=ls, marker="o", ms=3, label=LABELS[key])
@@ -553,7 +570,7 @@ def write_html(metrics: dict, figures: list[str], out_dir: Path, title: str) -> 
         for kind in ("interval_all", "interval_nonzero", "pit_all", "pit_nonzero"):
             cal_rows.append({"model": name, "measure": kind, **{f"{cal['levels'][i]:.2f}": src[kind][i] for i in idx}})
     cols = ["decile", "library_size_min", "library_size_max", "n", "model_heldout_median", "ceiling_split_half_median",
-            "oracle_simulated_median", "gap_to_ceiling", "model_training_median", "pca_median", "fold_A_median",
+            "oracle_poisson_median", "oracle_model_noise_median", "gap_to_ceiling", "gap_to_oracle_poisson", "model_training_median", "pca_median", "fold_A_median",
             "mean_cell_median", "model_heldout_n_undefined"]
     gcols = [c.replace("library_size", "gene_mean") for c in cols]
     imgs = "".join(f'<figure><img src="{f}" alt="{f}"><figcaption>{f}</figcaption></figure>' for f in figures)
@@ -565,7 +582,10 @@ td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}img{{max-width:10
 <p>{data['n_cells_evaluated']} cells ({data['n_cells_excluded_empty_fold']} excluded: a fold with no counts),
 {data['n_genes']} genes. Model trained on layer <code>{html.escape(data['train_layer'])}</code>, scored on held-out
 layer <code>{html.escape(data['test_layer'])}</code> (median depth {data['median_library_fold_B']:.0f} UMIs). The noise
-ceiling is sqrt(Spearman(fold A, fold B)): what a model knowing the true rates would reach against fold B.</p>
+ceiling sqrt(Spearman(fold A, fold B)) bounds the rank correlation with fold B that any predictor not fitted to
+fold B can reach (exact for Pearson correlation; where most counts are zero it lies above what ranking genes by their
+true rates reaches). The two oracles take the model's own rates as the truth and draw counts from them, with Poisson
+noise only or with the model's noise (NB/ZINB).</p>
 <h2>Per-cell Spearman by library-size decile</h2>{_table_html(cells, cols)}
 <h2>Per-gene Spearman by mean-expression decile</h2>{_table_html(genes, gcols)}
 <h2>Held-out log-likelihood per cell (fold B given fold A)</h2>{_table_html(ll, list(ll.columns))}

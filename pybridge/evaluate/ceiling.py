@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.special import expit, gammaln
+from scipy.special import gammaln
 
 from pybridge.evaluate.ranks import spearman_rows
 
@@ -33,7 +33,6 @@ __all__ = [
     "count_loglik",
     "split_half_ceiling",
     "simulate_counts",
-    "simulated_oracle_spearman",
 ]
 
 
@@ -92,49 +91,59 @@ def moment_theta(X, mean: np.ndarray, max_theta: float = 1e6) -> np.ndarray:
     return theta
 
 
-def _entry_loglik(x, mu, theta, zi_logits) -> np.ndarray:
-    """Elementwise log p(x) for Poisson / NB / ZINB (all arguments of one shape, or theta/zi None)."""
-    if theta is None:
-        ll = x * np.log(mu + 1e-300) - mu - gammaln(x + 1.0)
-    else:
-        log1p_mu_th = np.log1p(mu / theta)  # log(theta + mu) - log(theta), accurate for huge theta
-        ll = -theta * log1p_mu_th
-        if np.any(x):
-            ll = ll + gammaln(x + theta) - gammaln(theta) - gammaln(x + 1.0)
-            ll = ll + x * (np.log(mu + 1e-300) - np.log(theta) - log1p_mu_th)
-    if zi_logits is not None:
-        log_pi = -np.logaddexp(0.0, -zi_logits)  # log sigmoid
-        log_not_pi = -np.logaddexp(0.0, zi_logits)
-        ll = np.where(x == 0, np.logaddexp(log_pi, log_not_pi + ll), log_not_pi + ll)
+def _zero_loglik(mu, theta, zi_prob) -> np.ndarray:
+    """log p(0) for Poisson / NB / ZINB, broadcasting."""
+    ll = -mu if theta is None else -theta * np.log1p(mu / theta)
+    if zi_prob is not None:
+        ll = np.log(zi_prob + (1.0 - zi_prob) * np.exp(ll))
     return ll
 
 
-def count_loglik(X, mean, theta=None, zi_logits=None) -> np.ndarray:
+def _positive_loglik(x, mu, theta, zi_prob) -> np.ndarray:
+    """log p(x) for x > 0 (1-d arrays of the non-zero entries)."""
+    if theta is None:
+        ll = x * np.log(mu) - mu - gammaln(x + 1.0)
+    else:
+        log1p_mu_th = np.log1p(mu / theta)  # log(theta + mu) - log(theta), accurate for huge theta
+        ll = (gammaln(x + theta) - gammaln(theta) - gammaln(x + 1.0) - theta * log1p_mu_th
+              + x * (np.log(mu) - np.log(theta) - log1p_mu_th))
+    if zi_prob is not None:
+        ll = ll + np.log1p(-zi_prob)
+    return ll
+
+
+def _at(a, rows: np.ndarray, cols: np.ndarray):
+    """Values of a parameter (scalar, per gene, or per entry) at the given entries."""
+    if a is None:
+        return None
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim == 0:
+        return a
+    if a.ndim == 1:
+        return a[cols]
+    return a[rows, cols]
+
+
+def count_loglik(X, mean, theta=None, zi_prob=None) -> np.ndarray:
     """Per-cell log-likelihood sum_g log p(x_g) of counts ``X`` (dense or sparse, cells x genes).
 
     Poisson when ``theta`` is None, else negative binomial with mean ``mean`` and inverse dispersion
-    ``theta`` (per gene or per entry); zero-inflated when ``zi_logits`` (logit of the dropout
-    probability) is given. ``mean`` is dense, broadcastable to X. Sparse X is scored as the all-zero
-    likelihood plus a correction on its non-zero entries only.
+    ``theta`` (scalar, per gene, or per entry); zero-inflated when ``zi_prob`` (the zero-inflation
+    probability, per entry) is given. ``mean`` is dense, broadcastable to X. Scored as the all-zero
+    likelihood of every entry plus a correction on the non-zero entries only (fast for sparse counts).
     """
-    shape = X.shape
-    mu = np.broadcast_to(np.asarray(mean, dtype=np.float64), shape)
-    th = None if theta is None else np.broadcast_to(np.asarray(theta, dtype=np.float64), shape)
-    zi = None if zi_logits is None else np.broadcast_to(np.asarray(zi_logits, dtype=np.float64), shape)
-    if not sp.issparse(X):
-        return _entry_loglik(np.asarray(X, dtype=np.float64), mu, th, zi).sum(axis=1)
-    csr = sp.csr_matrix(X)
-    zeros = np.zeros(shape)
-    total = _entry_loglik(zeros, mu, th, zi).sum(axis=1)
-    rows = np.repeat(np.arange(shape[0]), np.diff(csr.indptr))
+    csr = sp.csr_matrix(X, dtype=np.float64)
+    csr.eliminate_zeros()
+    mu = np.asarray(mean, dtype=np.float64)
+    th = None if theta is None else np.asarray(theta, dtype=np.float64)
+    zi = None if zi_prob is None else np.asarray(zi_prob, dtype=np.float64)
+    total = np.broadcast_to(_zero_loglik(mu, th, zi), csr.shape).sum(axis=1)
+    rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
     cols = csr.indices
-    x = np.asarray(csr.data, dtype=np.float64)
-
-    def at(a):
-        return None if a is None else a[rows, cols]
-
-    delta = _entry_loglik(x, at(mu), at(th), at(zi)) - _entry_loglik(np.zeros_like(x), at(mu), at(th), at(zi))
-    return total + np.bincount(rows, weights=delta, minlength=shape[0])
+    mu_nz = np.broadcast_to(mu, csr.shape)[rows, cols]
+    th_nz, zi_nz = _at(th, rows, cols), _at(zi, rows, cols)
+    delta = _positive_loglik(csr.data, mu_nz, th_nz, zi_nz) - _zero_loglik(mu_nz, th_nz, zi_nz)
+    return total + np.bincount(rows, weights=delta, minlength=csr.shape[0])
 
 
 def split_half_ceiling(A, B) -> dict:
@@ -156,8 +165,8 @@ def _t(m):
     return m.tocsc().T.tocsr() if sp.issparse(m) else np.asarray(m).T
 
 
-def simulate_counts(mean, theta=None, zi_logits=None, seed: int = 0) -> np.ndarray:
-    """Draw counts from Poisson / NB(mean, theta) / ZINB with the given parameters (numpy)."""
+def simulate_counts(mean, theta=None, zi_prob=None, seed: int = 0) -> np.ndarray:
+    """Draw counts from Poisson / NB(mean, theta) / ZINB (zero-inflation probability ``zi_prob``), numpy."""
     rng = np.random.default_rng(seed)
     mu = np.asarray(mean, dtype=np.float64)
     if theta is None:
@@ -166,14 +175,6 @@ def simulate_counts(mean, theta=None, zi_logits=None, seed: int = 0) -> np.ndarr
         th = np.broadcast_to(np.asarray(theta, dtype=np.float64), mu.shape)
         rate = rng.gamma(th, mu / np.maximum(th, 1e-12))
     counts = rng.poisson(rate).astype(np.float64)
-    if zi_logits is not None:
-        drop = rng.random(mu.shape) < expit(np.broadcast_to(zi_logits, mu.shape))
-        counts[drop] = 0.0
+    if zi_prob is not None:
+        counts[rng.random(mu.shape) < np.broadcast_to(zi_prob, mu.shape)] = 0.0
     return counts
-
-
-def simulated_oracle_spearman(mean, theta=None, zi_logits=None, seed: int = 0) -> dict:
-    """Spearman of the true rates with counts drawn from them: the ceiling if the model were true."""
-    draws = simulate_counts(mean, theta, zi_logits, seed)
-    mean = np.asarray(mean, dtype=np.float64)
-    return {"per_cell": spearman_rows(mean, draws), "per_gene": spearman_rows(mean.T, draws.T), "draws": draws}

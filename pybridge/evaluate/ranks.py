@@ -13,7 +13,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.stats import rankdata
 
-__all__ = ["row_ranks", "spearman_rows", "decile_of", "summarise_by_decile", "rank_agreement"]
+__all__ = ["row_ranks", "spearman_rows", "spearman_rows_many", "decile_of", "summarise_by_decile", "rank_agreement"]
 
 
 def _sparse_row_ranks(m: sp.csr_matrix) -> np.ndarray:
@@ -32,7 +32,10 @@ def _sparse_row_ranks(m: sp.csr_matrix) -> np.ndarray:
     ranks = np.repeat(((n_zero + 1) / 2.0)[:, None], n_cols, axis=1)
     if data.size == 0:
         return ranks
-    order = np.lexsort((data, row_of))
+    if np.all(data == np.round(data)) and data.max() < 2**31:
+        order = np.argsort(row_of * (int(data.max()) + 1) + data.astype(np.int64), kind="stable")  # integer counts
+    else:
+        order = np.lexsort((data, row_of))
     r_sorted, v_sorted = row_of[order], data[order]
     starts = np.concatenate(([0], np.cumsum(n_nz)[:-1]))
     position = np.arange(data.size) - starts[r_sorted]  # 0-based position among the row's non-zeros
@@ -73,16 +76,22 @@ def spearman_rows(x, y, chunk_size: int = 256) -> np.ndarray:
 
     NaN where either row is constant. Works in chunks of rows to bound memory.
     """
-    if x.shape != y.shape:
-        raise ValueError(f"shapes differ: {x.shape} vs {y.shape}")
-    if sp.issparse(x):
-        x = x.tocsr()
-    if sp.issparse(y):
-        y = y.tocsr()
-    out = np.empty(x.shape[0])
-    for start in range(0, x.shape[0], chunk_size):
-        stop = min(start + chunk_size, x.shape[0])
-        out[start:stop] = _pearson_rows(row_ranks(_rows(x, start, stop)), row_ranks(_rows(y, start, stop)))
+    return spearman_rows_many({"x": x}, y, chunk_size)["x"]
+
+
+def spearman_rows_many(xs: dict, y, chunk_size: int = 256) -> dict:
+    """:func:`spearman_rows` of several predictors against one ``y``, ranking ``y`` once per chunk."""
+    for name, x in xs.items():
+        if x.shape != y.shape:
+            raise ValueError(f"shapes differ for {name}: {x.shape} vs {y.shape}")
+    xs = {k: (x.tocsr() if sp.issparse(x) else x) for k, x in xs.items()}
+    y = y.tocsr() if sp.issparse(y) else y
+    out = {k: np.empty(y.shape[0]) for k in xs}
+    for start in range(0, y.shape[0], chunk_size):
+        stop = min(start + chunk_size, y.shape[0])
+        ranks_y = row_ranks(_rows(y, start, stop))
+        for k, x in xs.items():
+            out[k][start:stop] = _pearson_rows(row_ranks(_rows(x, start, stop)), ranks_y)
     return out
 
 
