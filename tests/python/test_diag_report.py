@@ -8,7 +8,7 @@ import scipy.sparse as sp
 
 import pybridge
 from pybridge.cli.main import main
-from pybridge.evaluate import split_anndata
+from pybridge.evaluate.countsplit import split_anndata
 from pybridge.evaluate.ceiling import count_loglik
 from pybridge.report import evaluate_split
 
