@@ -80,7 +80,9 @@ class SCVI(BaseModel):
                 self.registry.n_batch,
             )
             library_stats = dict(library_log_means=means, library_log_vars=variances)
-        self.module = self._build_module(self.registry, **self._init_params, **library_stats)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # deterministic initial weights, as scvi-tools' default global seed gives
+            self.module = self._build_module(self.registry, **self._init_params, **library_stats)
 
     @staticmethod
     def _build_module(registry: Registry, library_log_means=None, library_log_vars=None, **params) -> SCVIModule:
@@ -279,3 +281,29 @@ class SCVI(BaseModel):
             total += values.sum().item()
             n += len(values)
         return total / max(n, 1)
+
+    def differential_expression(
+        self,
+        adata: AnnData | None = None,
+        groupby: str | None = None,
+        group1=None,
+        group2: str | None = None,
+        idx1=None,
+        idx2=None,
+        mode: str = "vanilla",
+        delta: float = 0.25,
+        batch_size: int | None = None,
+        all_stats: bool = True,
+        batch_correction: bool = False,
+        batchid1: list[str] | None = None,
+        batchid2: list[str] | None = None,
+        fdr_target: float = 0.05,
+        **kwargs,
+    ) -> pd.DataFrame:
+        """Bayesian differential expression (scvi-tools layout); see :func:`pybridge.de.differential_expression`."""
+        from pybridge.de import differential_expression
+
+        return differential_expression(
+            self, adata, groupby, group1, group2, idx1, idx2, mode, delta, batch_size, all_stats,
+            batch_correction, batchid1, batchid2, fdr_target, **kwargs,
+        )
