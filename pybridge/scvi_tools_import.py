@@ -192,8 +192,11 @@ def load_scvi_tools(cls, dir_path: str | os.PathLike, adata: AnnData | None = No
     attr = saved["attr_dict"]
     var_names = saved.get("var_names")
     if var_names is None:
-        var_names = attr["registry_"]["field_registries"]["X"]["state_registry"]["column_names"]
+        x_state = attr.get("registry_", {}).get("field_registries", {}).get("X", {}).get("state_registry", {})
+        var_names = x_state.get("column_names", [])
     registry = registry_from_scvi_tools(attr, var_names)
+    if not registry.var_names:
+        raise PybridgeError(f"{dir_path / MODEL_FILE} records no gene names (var_names)")
     params = init_params_from_scvi_tools(attr)
     if adata is None and (dir_path / "adata.h5ad").is_file():
         import anndata

@@ -117,12 +117,20 @@ class Trainer:
             chunks.pop()
         return chunks
 
+    def _train_batches(self):
+        """One epoch's minibatches; a store with its own read order (on-disk data) provides them itself."""
+        if hasattr(self.store, "iter_minibatches"):
+            return self.store.iter_minibatches(
+                self.train_idx, self.batch_size, self.generator, min_last=MIN_LAST_BATCH
+            )
+        return (self.store.gather(idx) for idx in self._minibatches())
+
     def _train_epoch(self, kl_weight: float) -> dict[str, float]:
         self.module.train()
         totals = torch.zeros(3, device=self.device)
         n_seen = n_steps = 0
-        for idx in self._minibatches():
-            out = self.module.loss(self.store.gather(idx), kl_weight)
+        for batch in self._train_batches():
+            out = self.module.loss(batch, kl_weight)
             self.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             self.optimizer.step()
@@ -130,7 +138,7 @@ class Trainer:
                 totals += torch.stack(
                     [out.reconstruction.sum(), out.kl_local.sum(), torch.as_tensor(out.kl_global, device=self.device)]
                 )
-            n_seen += len(idx)
+            n_seen += len(out.reconstruction)
             n_steps += 1
         if not torch.isfinite(totals).all():
             raise PybridgeError(
@@ -144,14 +152,20 @@ class Trainer:
         """Per-cell means of the negative ELBO terms (full KL) on ``indices``, in eval mode."""
         self.module.eval()
         totals = torch.zeros(3, device=self.device)
-        chunks = torch.split(indices, max(self.batch_size, 1024))
-        for idx in chunks:
-            out = self.module.loss(self.store.gather(idx), 1.0)
+        size = max(self.batch_size, 1024)
+        if hasattr(self.store, "iter_minibatches"):
+            batches = self.store.iter_minibatches(indices, size, shuffle=False)
+        else:
+            batches = (self.store.gather(idx) for idx in torch.split(indices, size))
+        n_chunks = 0
+        for batch in batches:
+            n_chunks += 1
+            out = self.module.loss(batch, 1.0)
             totals += torch.stack(
                 [out.reconstruction.sum(), out.kl_local.sum(), torch.as_tensor(out.kl_global, device=self.device)]
             )
         rec, kl_local, kl_global = totals.tolist()
-        return _epoch_metrics(rec, kl_local, kl_global / max(len(chunks), 1), len(indices))
+        return _epoch_metrics(rec, kl_local, kl_global / max(n_chunks, 1), len(indices))
 
     def fit(self, max_epochs: int, history: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
         """Run up to ``max_epochs`` epochs; returns (and extends) the per-epoch history."""

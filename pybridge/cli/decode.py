@@ -38,10 +38,18 @@ def run(args: argparse.Namespace) -> int:
 
     adata = read_input(args.input)
     model = pybridge.SCVI.load(args.model_dir, adata=adata, accelerator=args.accelerator)
-    frame = model.get_normalized_expression(
-        adata, gene_list=args.genes, library_size=_library_size(args.library_size), n_samples=args.n_samples,
-        transform_batch=args.transform_batch,
-    )
+    from pybridge.minify import is_minified
+
+    if is_minified(adata) and args.n_samples == 1 and args.transform_batch is None:
+        import pandas as pd  # minified input: gene-subset decoding with the stored log-normalisers
+
+        values = model.decode(adata, genes=args.genes, library_size=_library_size(args.library_size))
+        frame = pd.DataFrame(values, index=adata.obs_names, columns=args.genes or model.registry.var_names)
+    else:
+        frame = model.get_normalized_expression(
+            adata, gene_list=args.genes, library_size=_library_size(args.library_size), n_samples=args.n_samples,
+            transform_batch=args.transform_batch,
+        )
     out = anndata.AnnData(X=frame.to_numpy(dtype="float32"), obs=adata.obs.copy())
     out.var_names = frame.columns.astype(str)
     out.uns["pybridge_decode"] = {"model_dir": str(args.model_dir), "library_size": str(args.library_size)}

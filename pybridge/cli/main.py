@@ -9,7 +9,7 @@ import sys
 from pybridge import __version__
 from pybridge.errors import PybridgeError
 
-COMMANDS = ["train", "decode", "convert", "report", "deconvolve"]
+COMMANDS = ["train", "decode", "convert", "report", "deconvolve", "minify"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from pybridge.cli.io import read_input, write_h5ad
+from pybridge.errors import PybridgeError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -65,11 +66,25 @@ def run(args: argparse.Namespace) -> int:
         dropout_rate=args.dropout_rate, dispersion=args.dispersion, gene_likelihood=args.gene_likelihood,
         latent_distribution=args.latent_distribution, use_observed_lib_size=not args.latent_library,
     )
-    model.train(
-        max_epochs=args.max_epochs, batch_size=args.batch_size, train_size=args.train_size, lr=args.lr,
-        early_stopping=args.early_stopping, accelerator=args.accelerator, seed=args.seed,
-        progress=False if args.no_progress else None,
-    )
+    from pybridge import distributed
+
+    ctx = distributed.context_from_env(args.accelerator)  # None unless launched by torchrun
+    if ctx is None:
+        model.train(
+            max_epochs=args.max_epochs, batch_size=args.batch_size, train_size=args.train_size, lr=args.lr,
+            early_stopping=args.early_stopping, accelerator=args.accelerator, seed=args.seed,
+            progress=False if args.no_progress else None,
+        )
+    else:
+        if args.early_stopping:
+            raise PybridgeError("--early-stopping is not available with torchrun (ranks would have to agree)")
+        distributed.train_distributed(
+            model, ctx, max_epochs=args.max_epochs, batch_size=args.batch_size, train_size=args.train_size,
+            lr=args.lr, seed=args.seed, progress=False if args.no_progress else None,
+        )
+        distributed.cleanup(ctx)
+        if not ctx.is_main:
+            return 0
     model.save(args.output, overwrite=args.overwrite)
     adata.obsm["X_scVI"] = model.get_latent_representation()
     latent_path = args.latent_output or str(Path(args.output) / "latent.h5ad")

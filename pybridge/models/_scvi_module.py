@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pybridge import distributions as D
+from pybridge.errors import PybridgeError
 from pybridge.module_base import LossOutput
 from pybridge.nn import DecoderSCVI, Encoder
 
@@ -55,9 +56,11 @@ class SCVIModule(nn.Module):
         library_log_means=None,
         library_log_vars=None,
         integer_counts: bool = True,
+        matryoshka_dims: Sequence[int] | None = None,
     ):
         super().__init__()
         self.integer_counts = integer_counts
+        self.matryoshka_dims = list(matryoshka_dims) if matryoshka_dims else None
         self.n_input, self.n_batch, self.n_labels, self.n_latent = n_input, n_batch, n_labels, n_latent
         self.dispersion, self.gene_likelihood = dispersion, gene_likelihood
         self.latent_distribution = latent_distribution
@@ -107,7 +110,12 @@ class SCVIModule(nn.Module):
         return cats
 
     def inference(self, batch: dict[str, torch.Tensor], n_samples: int = 1, sample: bool = True) -> dict:
-        """Posterior parameters and samples; with ``n_samples > 1`` samples have a leading sample axis."""
+        """Posterior parameters and samples; with ``n_samples > 1`` samples have a leading sample axis.
+
+        A minified minibatch (``qz_m``, ``qz_v`` and log ``library`` instead of ``X``) skips the encoder.
+        """
+        if "qz_m" in batch:
+            return self._cached_inference(batch, n_samples, sample)
         x_in, cats = self._encoder_inputs(batch)
         qz_m, qz_v = self.z_encoder(x_in, *cats)
         out = {"qz_m": qz_m, "qz_v": qz_v}
@@ -125,6 +133,17 @@ class SCVIModule(nn.Module):
             lshape = (n_samples, *ql_m.shape) if n_samples > 1 else ql_m.shape
             out["library"] = ql_m + ql_v.sqrt() * torch.randn(lshape, device=ql_m.device) if sample else ql_m.expand(lshape)
         out["z"] = self.transform_latent(out["untran_z"])
+        return out
+
+    def _cached_inference(self, batch: dict[str, torch.Tensor], n_samples: int, sample: bool) -> dict:
+        qz_m, qz_v, library = batch["qz_m"], batch["qz_v"], batch["library"]
+        shape = (n_samples, *qz_m.shape) if n_samples > 1 else qz_m.shape
+        if sample:
+            untran_z = qz_m + qz_v.sqrt() * torch.randn(shape, device=qz_m.device)
+        else:
+            untran_z = qz_m.expand(shape) if n_samples > 1 else qz_m
+        out = {"qz_m": qz_m, "qz_v": qz_v, "untran_z": untran_z, "z": self.transform_latent(untran_z)}
+        out["library"] = library.expand(n_samples, *library.shape) if n_samples > 1 else library
         return out
 
     def transform_latent(self, untran_z: torch.Tensor) -> torch.Tensor:
@@ -206,7 +225,16 @@ class SCVIModule(nn.Module):
             x, gen["px_log_rate"], gen["px_r"], gen.get("px_dropout"), integer_counts=self.integer_counts
         )
 
+    @staticmethod
+    def _require_counts(batch: dict) -> None:
+        if "X" not in batch:
+            raise PybridgeError(
+                "this computation needs the count matrix, but the data are minified (latent posteriors only); "
+                "pass the original counts with adata=..."
+            )
+
     def loss(self, batch: dict[str, torch.Tensor], kl_weight: float = 1.0) -> LossOutput:
+        self._require_counts(batch)
         inf = self.inference(batch)
         gen = self.generative(inf["z"], inf["library"], batch, rates=False)
         rec = -self.log_likelihood_sum(batch["X"], gen) + self._log_x_factorial(batch)
@@ -215,11 +243,28 @@ class SCVIModule(nn.Module):
         if not self.use_observed_lib_size:
             kl_l = _gaussian_kl(inf["ql_m"], inf["ql_v"], *self._library_prior(batch))
         loss = (rec + kl_weight * kl_z + kl_l).mean()
+        if self.matryoshka_dims and self.training:
+            loss = loss + self._matryoshka_prefix_loss(batch, inf, kl_weight)
         return LossOutput(loss=loss, reconstruction=rec, kl_local=kl_z + kl_l)
+
+    def _matryoshka_prefix_loss(self, batch: dict, inf: dict, kl_weight: float) -> torch.Tensor:
+        """Negative ELBOs of the nested prefixes k < n_latent (latent dims >= k at the prior mean 0), summed."""
+        total = torch.zeros((), device=inf["z"].device)
+        kl_per_dim = 0.5 * (inf["qz_v"] + inf["qz_m"].square() - 1.0 - torch.log(inf["qz_v"]))
+        log_fact = self._log_x_factorial(batch)
+        for k in self.matryoshka_dims:
+            if k >= self.n_latent:
+                continue
+            untran = torch.cat([inf["untran_z"][..., :k], torch.zeros_like(inf["untran_z"][..., k:])], dim=-1)
+            gen = self.generative(self.transform_latent(untran), inf["library"], batch, rates=False)
+            rec_k = -self.log_likelihood_sum(batch["X"], gen) + log_fact
+            total = total + (rec_k + kl_weight * kl_per_dim[..., :k].sum(-1)).mean()
+        return total
 
     @torch.inference_mode()
     def marginal_ll(self, batch: dict[str, torch.Tensor], n_mc_samples: int, chunk: int = 64) -> torch.Tensor:
         """Per-cell importance-sampling estimate of log p(x), samples drawn ``chunk`` at a time."""
+        self._require_counts(batch)
         log_weights = []
         remaining = n_mc_samples
         log_fact = self._log_x_factorial(batch)

@@ -61,8 +61,16 @@ class BaseModel:
         return self.adata
 
     def _store(self, adata: AnnData | None = None) -> TensorStore:
-        """A device-resident store of ``adata`` (the training data's store is cached)."""
+        """A device-resident store of ``adata`` (the training data's store is cached); minified data give a
+        store of latent posteriors, data opened with :func:`pybridge.ooc.open_backed` an on-disk store."""
+        from pybridge.minify import MinifiedStore, is_minified, latent_cells_from_minified
+        from pybridge.ooc import DiskStore, is_backed
+
         adata = self._adata(adata)
+        if is_minified(adata):
+            return MinifiedStore(latent_cells_from_minified(adata, self.registry), self.device)
+        if is_backed(adata):
+            return DiskStore.from_adata(adata, self.registry, self.device)
         key = id(adata)
         if self._cached_store is not None and self._cached_store[0] == key and adata is self.adata:
             store = self._cached_store[1]
@@ -106,7 +114,10 @@ class BaseModel:
         progress: bool | None = None,
     ) -> None:
         """Train with Adam and KL warm-up; per-epoch train and validation ELBO go to ``self.history``."""
+        from pybridge.minify import require_counts
+
         adata = self._adata(None)
+        require_counts(adata, "training")
         self.to_device(resolve_device(accelerator, device))
         if max_epochs is None:
             max_epochs = default_max_epochs(adata.n_obs)

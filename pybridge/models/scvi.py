@@ -35,6 +35,14 @@ def library_log_stats(X, batch_codes: np.ndarray, n_batch: int) -> tuple[np.ndar
     return means, variances
 
 
+def _matryoshka_dims(dims: Sequence[int], n_latent: int) -> list[int]:
+    """Sorted unique prefix sizes, ending at ``n_latent``."""
+    values = sorted({int(d) for d in dims})
+    if not values or values[0] < 1 or values[-1] > n_latent:
+        raise PybridgeError(f"matryoshka_dims must lie in [1, n_latent={n_latent}], got {list(dims)}")
+    return values if values[-1] == n_latent else [*values, n_latent]
+
+
 class SCVI(BaseModel):
     """single-cell Variational Inference (Lopez et al. 2018) in plain PyTorch.
 
@@ -56,6 +64,7 @@ class SCVI(BaseModel):
         deeply_inject_covariates: bool = True,
         use_batch_norm: str = "both",
         use_layer_norm: str = "none",
+        matryoshka_dims: Sequence[int] | None = None,
     ):
         super().__init__(adata)
         _check_choice("dispersion", dispersion, DISPERSIONS)
@@ -72,6 +81,8 @@ class SCVI(BaseModel):
             deeply_inject_covariates=deeply_inject_covariates, use_batch_norm=use_batch_norm,
             use_layer_norm=use_layer_norm,
         )
+        if matryoshka_dims is not None:
+            self._init_params["matryoshka_dims"] = _matryoshka_dims(matryoshka_dims, n_latent)
         library_stats = {}
         if not use_observed_lib_size:
             means, variances = library_log_stats(
@@ -147,8 +158,15 @@ class SCVI(BaseModel):
         mc_samples: int = 5000,
         batch_size: int | None = None,
         return_dist: bool = False,
+        n_latent: int | None = None,
     ):
-        """Posterior mean (or a sample) of z per cell; ``return_dist=True`` gives (qz_m, qz_v)."""
+        """Posterior mean (or a sample) of z per cell; ``return_dist=True`` gives (qz_m, qz_v).
+
+        ``n_latent=k`` keeps the first k dimensions (for models trained with ``matryoshka_dims``).
+        """
+        k = self.module.n_latent if n_latent is None else int(n_latent)
+        if not 1 <= k <= self.module.n_latent:
+            raise PybridgeError(f"n_latent must be between 1 and the model's {self.module.n_latent} latent dimensions")
         means, variances, latents = [], [], []
         for _, batch in self._batches(adata, indices, batch_size):
             inf = self.module.inference(batch, sample=not give_mean)
@@ -160,8 +178,8 @@ class SCVI(BaseModel):
             else:
                 latents.append(inf["z"].cpu())
         if return_dist:
-            return torch.cat(means).numpy(), torch.cat(variances).numpy()
-        return torch.cat(latents).numpy()
+            return torch.cat(means).numpy()[:, :k], torch.cat(variances).numpy()[:, :k]
+        return torch.cat(latents).numpy()[:, :k]
 
     @torch.inference_mode()
     def get_normalized_expression(
@@ -307,3 +325,39 @@ class SCVI(BaseModel):
             self, adata, groupby, group1, group2, idx1, idx2, mode, delta, batch_size, all_stats,
             batch_correction, batchid1, batchid2, fdr_target, **kwargs,
         )
+
+    # ---- minified data, decoding on demand, scvi-tools files ------------------------------------------------
+    def minify(self, adata: AnnData | None = None, batch_size: int | None = None) -> AnnData:
+        """A minified copy of ``adata`` in scvi-tools' layout; see :func:`pybridge.minify.minify`."""
+        from pybridge.minify import minify
+
+        return minify(self, adata, batch_size)
+
+    def decode(
+        self,
+        adata: AnnData | None = None,
+        cells=None,
+        genes: Sequence[str] | None = None,
+        library_size: float | str = 1,
+        n_latent: int | None = None,
+        chunk_size: int = 8192,
+        as_dask: bool = False,
+    ):
+        """Expected expression of ``genes`` at z = posterior mean, streamed over cells; see
+        :func:`pybridge.minify.decode`."""
+        from pybridge.minify import decode
+
+        return decode(self, adata, cells, genes, library_size, n_latent, chunk_size, as_dask)
+
+    @classmethod
+    def load_scvi_tools(cls, dir_path, adata: AnnData | None = None, accelerator: str = "auto") -> SCVI:
+        """Load an scvi-tools ``model.pt`` without executing pickled code; see :mod:`pybridge.scvi_tools_import`."""
+        from pybridge.scvi_tools_import import load_scvi_tools
+
+        return load_scvi_tools(cls, dir_path, adata, accelerator)
+
+    def save_scvi_tools(self, dir_path, overwrite: bool = False) -> None:
+        """Write this model as an scvi-tools 1.4 ``model.pt`` (readable by ``scvi.model.SCVI.load``)."""
+        from pybridge.scvi_tools_import import save_scvi_tools
+
+        save_scvi_tools(self, dir_path, overwrite)
