@@ -1,0 +1,101 @@
+"""Minified data (scvi-tools layout) and decoding on demand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import pybridge
+from pybridge.errors import PybridgeError
+from pybridge.minify import LOG_NORMALIZER_KEY, MINIFY_TYPE, payload_bytes_per_cell
+from conftest import simulate_counts
+
+
+@pytest.fixture(scope="module")
+def trained_model():
+    adata = simulate_counts(n_cells=240, n_genes=50)
+    pybridge.SCVI.setup_anndata(adata, batch_key="batch", continuous_covariate_keys=["percent_mito"])
+    model = pybridge.SCVI(adata, n_hidden=32, n_latent=5)
+    model.train(max_epochs=4, batch_size=64, accelerator="cpu", progress=False)
+    return model, adata
+
+
+def test_minified_layout_and_payload(trained_model):
+    model, adata = trained_model
+    mini = model.minify()
+    d = model.module.n_latent
+    assert mini.uns["_scvi_adata_minify_type"] == MINIFY_TYPE
+    assert mini.obsm["scvi_latent_qzm"].shape == (adata.n_obs, d)
+    assert mini.obsm["scvi_latent_qzv"].dtype == np.float32
+    np.testing.assert_allclose(mini.obs["observed_lib_size"], np.asarray(adata.X.sum(1)).ravel())
+    assert sp.issparse(mini.X) and mini.X.nnz == 0 and mini.shape == adata.shape
+    assert payload_bytes_per_cell(mini) <= 2 * d * 4 + 12
+    qzm, qzv = model.get_latent_representation(return_dist=True)
+    np.testing.assert_allclose(mini.obsm["scvi_latent_qzm"], qzm, atol=1e-6)
+    np.testing.assert_allclose(mini.obsm["scvi_latent_qzv"], qzv, rtol=1e-6)
+
+
+def test_subset_decode_equals_full_decode_columns(trained_model):
+    model, adata = trained_model
+    mini = model.minify()
+    full = model.decode(adata=mini)
+    genes = [adata.var_names[i] for i in (7, 0, 33, 12)]
+    subset = model.decode(adata=mini, genes=genes)
+    np.testing.assert_allclose(subset, full[:, [7, 0, 33, 12]], atol=1e-6)
+    reference = model.get_normalized_expression(return_numpy=True)
+    np.testing.assert_allclose(full, reference, atol=1e-6)
+    cells = [5, 2, 40]
+    latent = model.decode(adata=mini, cells=cells, genes=genes, library_size="latent")
+    expected = reference[cells][:, [7, 0, 33, 12]] * np.asarray(adata.X.sum(1)).ravel()[cells, None]
+    np.testing.assert_allclose(latent, expected, rtol=1e-5)
+
+
+def test_decode_with_counts_and_dask_match(trained_model):
+    model, adata = trained_model
+    genes = list(adata.var_names[:5])
+    eager = model.decode(genes=genes, chunk_size=64, library_size=1e4)
+    lazy = model.decode(genes=genes, chunk_size=64, library_size=1e4, as_dask=True)
+    assert lazy.chunks[0][0] == 64 and lazy.shape == eager.shape
+    np.testing.assert_allclose(lazy.compute(), eager, rtol=1e-6)
+
+
+def test_saved_model_serves_decoding_methods_on_minified_data(trained_model, tmp_path):
+    model, adata = trained_model
+    mini = model.minify()
+    model.save(tmp_path / "m")
+    loaded = pybridge.SCVI.load(tmp_path / "m", adata=mini, accelerator="cpu")
+    np.testing.assert_allclose(loaded.get_latent_representation(), mini.obsm["scvi_latent_qzm"], atol=1e-6)
+    expected = model.get_normalized_expression(adata, return_numpy=True)
+    np.testing.assert_allclose(loaded.get_normalized_expression(return_numpy=True), expected, atol=1e-6)
+    params = loaded.get_likelihood_parameters()
+    assert params["mean"].shape == adata.shape
+    draws = loaded.posterior_predictive_sample()
+    assert draws.shape == adata.shape
+    for method in (loaded.get_elbo, loaded.get_reconstruction_error, loaded.train):
+        with pytest.raises(PybridgeError, match="minified"):
+            method()
+
+
+def test_decode_without_normaliser_falls_back_to_full_softmax(trained_model):
+    model, adata = trained_model
+    mini = model.minify()
+    with_norm = model.decode(adata=mini, genes=["gene3"])
+    del mini.obs[LOG_NORMALIZER_KEY]
+    np.testing.assert_allclose(model.decode(adata=mini, genes=["gene3"]), with_norm, atol=1e-7)
+
+
+def test_bad_requests_are_clear(trained_model):
+    model, _ = trained_model
+    with pytest.raises(PybridgeError, match="not in the model"):
+        model.decode(genes=["no_such_gene"])
+    with pytest.raises(PybridgeError, match="n_latent"):
+        model.decode(n_latent=99)
+    with pytest.raises(PybridgeError, match="library_size"):
+        model.decode(genes=["gene1"], library_size=-1)
+    mini = model.minify()
+    del mini.obsm["scvi_latent_qzv"]
+    with pytest.raises(PybridgeError, match="scvi_latent_qzv"):
+        model.decode(adata=mini)
+    with pytest.raises(PybridgeError, match="already minified"):
+        model.minify(model.minify())
