@@ -446,7 +446,7 @@ def write_figures(metrics: dict, arrays: dict, out_dir: Path, likelihoods: dict 
     names = []
     table = arrays["cell_table"]
     x = table["decile"].to_numpy()
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     ax.fill_between(x, table["ceiling_split_half_q25"], table["ceiling_split_half_q75"], color="0.85",
                     label="noise ceiling, cells' IQR")
     styles = {"ceiling_split_half": ("k", "-"), "oracle_poisson": ("k", "--"), "oracle_model_noise": ("k", ":"),
@@ -460,25 +460,26 @@ def write_figures(metrics: dict, arrays: dict, out_dir: Path, likelihoods: dict 
     ax.set_xlabel("library-size decile (total UMIs)")
     ax.set_ylabel("per-cell Spearman (median)")
     ax.set_title(f"{title} rank agreement by library size".strip())
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(out_dir / "spearman_by_library_decile.png", dpi=110)
     plt.close(fig)
     names.append("spearman_by_library_decile.png")
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     gm = arrays["gene_mean"]
     ax.scatter(gm, arrays["per_gene"]["model_heldout"], s=2, alpha=0.3, color="C0", label="scVI, per gene")
     ax.scatter(gm, arrays["per_gene"]["ceiling_split_half"], s=2, alpha=0.3, color="0.5", label="noise ceiling, per gene")
     gt = arrays["gene_table"]
     centre = np.sqrt(gt["gene_mean_min"].clip(lower=1e-4) * gt["gene_mean_max"].clip(lower=1e-4))
-    for key, color in (("model_heldout", "C0"), ("ceiling_split_half", "k"), ("pca", "C2"), ("fold_A", "C3")):
-        ax.plot(centre, gt[f"{key}_median"], color=color, marker="o", ms=3, label=f"{LABELS[key]} (decile median)")
+    for key, color, ls in (("model_heldout", "C0", "-"), ("ceiling_split_half", "k", "-"), ("oracle_poisson", "k", "--"),
+                           ("pca", "C2", "-"), ("fold_A", "C3", "-")):
+        ax.plot(centre, gt[f"{key}_median"], color=color, ls=ls, marker="o", ms=3, label=f"{LABELS[key]} (decile median)")
     ax.set_xscale("log")
     ax.set_xlabel("gene mean count per cell (both folds)")
     ax.set_ylabel("per-gene Spearman across cells")
     ax.set_title(f"{title} per-gene rank agreement vs expression".strip())
-    ax.legend(fontsize=7, markerscale=3)
+    ax.legend(fontsize=7, markerscale=3, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(out_dir / "per_gene_spearman_vs_mean.png", dpi=110)
     plt.close(fig)
@@ -610,6 +611,7 @@ def build_report(
     accelerator: str = "auto",
     seed: int = 0,
     title: str | None = None,
+    figure_title: str | None = None,
     **eval_kwargs,
 ) -> dict:
     """Load a model and data, evaluate on the held-out fold, write metrics.json, figures and report.html."""
@@ -631,7 +633,7 @@ def build_report(
                                               seed, **eval_kwargs)
         metrics["likelihood_comparison"] = _likelihood_summary(likelihoods)
     title = title or f"pybridge report: {data_path.stem}"
-    figures = write_figures(metrics, arrays, out, likelihoods, title=data_path.stem)
+    figures = write_figures(metrics, arrays, out, likelihoods, title=figure_title or data_path.stem)
     metrics["figures"] = figures
     tmp = out / ".metrics.json.tmp"
     tmp.write_text(json.dumps(_jsonable(metrics), indent=1))
