@@ -78,3 +78,19 @@ def test_report_errors_are_one_clear_line(split_model, tmp_path, capsys):
     assert "no layer 'fold_B'" in err and "split_anndata" in err
     rc = main(["report", str(root / "model"), str(tmp_path / "missing.h5ad"), "-o", str(tmp_path / "o")])
     assert rc == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_compare_likelihoods_trains_and_scores_the_other_two(split_model):
+    _, _, root = split_model
+    out = root / "cmp"
+    rc = main(["report", str(root / "model"), str(root / "data.h5ad"), "-o", str(out), "--accelerator", "cpu",
+               "--ppc-cells", "50", "--compare-likelihoods", "--compare-max-epochs", "3"])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    comparison = metrics["likelihood_comparison"]
+    assert set(comparison) == {"zinb", "nb", "poisson"}
+    for values in comparison.values():
+        assert np.isfinite(values["heldout_loglik_per_cell"]) and len(values["spearman_by_library_decile"]) == 10
+    # the given ZINB model is reused, not retrained: its numbers equal the main report's
+    assert comparison["zinb"]["heldout_loglik_per_cell"] == metrics["heldout_loglik_per_cell"]["scvi"]["loglik"]
+    assert (out / "likelihood_comparison.png").is_file()
