@@ -23,7 +23,14 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
-from pybridge.data import SETUP_KEY, Registry, covariate_arrays, log_factorial_per_cell, setup_anndata, validate_counts
+from pybridge.data import (
+    SETUP_KEY,
+    Registry,
+    covariate_arrays,
+    log_factorial_per_cell,
+    setup_anndata,
+    validate_counts,
+)
 from pybridge.errors import PybridgeError
 
 BACKED_KEY = "_pybridge_backed"
@@ -281,7 +288,7 @@ def _prefetched(source: Iterator, depth: int) -> Iterator:
                 if stop.is_set():
                     return
             items.put(done)
-        except BaseException as err:  # surfaced in the consuming thread
+        except BaseException as err:  # noqa: BLE001 - re-raised in the consuming thread
             items.put(err)
 
     thread = threading.Thread(target=worker, daemon=True, name="pybridge-prefetch")

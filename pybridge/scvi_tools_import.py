@@ -87,7 +87,7 @@ def read_model_pt(path: str | os.PathLike) -> dict:
     try:
         with torch.serialization.safe_globals(_allow_list()):
             saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError/RuntimeError with the offending global named
+    except Exception as err:  # noqa: BLE001 - torch raises several types, all meaning: refused
         first = _reason(err)
         raise PybridgeError(
             f"refusing to load {path}: it holds objects outside pybridge's allow-list of tensors, containers and "
@@ -150,7 +150,7 @@ def registry_from_scvi_tools(attr_dict: dict, var_names) -> Registry:
     if args.get("size_factor_key") is not None:
         raise PybridgeError("models trained with size_factor_key are not supported")
     fields = reg.get("field_registries", {})
-    state = lambda name: fields.get(name, {}).get("state_registry", {})  # noqa: E731
+    state = lambda name: fields.get(name, {}).get("state_registry", {})
     registry = Registry(
         layer=args.get("layer"),
         batch_key=args.get("batch_key"),

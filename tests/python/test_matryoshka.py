@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import simulate_counts
 
 import pybridge
 from pybridge.distributions import log_nb_positive
 from pybridge.errors import PybridgeError
-from conftest import simulate_counts
 
 
 def _trained(adata, **kwargs):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import simulate_counts
 
 import pybridge
 from pybridge.errors import PybridgeError
 from pybridge.minify import LOG_NORMALIZER_KEY, MINIFY_TYPE, payload_bytes_per_cell
-from conftest import simulate_counts
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_saved_model_serves_decoding_methods_on_minified_data(trained_model, tmp
 
 
 def test_decode_without_normaliser_falls_back_to_full_softmax(trained_model):
-    model, adata = trained_model
+    model, _ = trained_model
     mini = model.minify()
     with_norm = model.decode(adata=mini, genes=["gene3"])
     del mini.obs[LOG_NORMALIZER_KEY]
