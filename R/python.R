@@ -102,7 +102,10 @@ usePybridge <- function(python = NULL, envname = NULL) {
              ". Fix: run pybridge::installPybridge() and restart R, or `pip install pybridge` into that ",
              "Python, or set RETICULATE_PYTHON to a Python that has it", call. = FALSE)
     }
-    if (is.null(.pb$modules)) .pb$modules <- list()
+    if (is.null(.pb$modules)) {
+        .pb$modules <- list()
+        .warnReferenceBlas()
+    }
     .pb$modules[[name]] <- reticulate::import(name, convert = FALSE)
     .pb$modules[[name]]
 }
@@ -123,4 +126,15 @@ pybridgeAvailable <- function() {
         .pybridgeModule()
         TRUE
     }, error = function(e) FALSE))
+}
+
+# torch inside R resolves its BLAS calls to the BLAS R loaded; with R's reference
+# BLAS, training runs about 10x slower. Say so once, with the fix.
+.warnReferenceBlas <- function() {
+    blas <- extSoftVersion()[["BLAS"]]
+    if (grepl("/blas/libblas\\.so", blas) || grepl("libRblas", blas)) {
+        warning("R uses the reference BLAS (", blas, "); PyTorch inside R calls it and trains about 10x slower. ",
+                "Fix: install an optimized BLAS for R, e.g. apt-get install libopenblas0-pthread on Debian/Ubuntu",
+                call. = FALSE)
+    }
 }
