@@ -126,33 +126,38 @@ def _lgamma_ratio_and_grad(x: torch.Tensor, theta: torch.Tensor, need_grad: bool
 
 
 def _count_log_lik_and_grads(x, log_mu, theta, zi_logits, need, integer_counts=True):
-    """Per-entry log-likelihood and the per-entry gradients flagged in ``need`` (log_mu, theta, zi_logits)."""
+    """Per-entry log-likelihood and the per-entry gradients flagged in ``need`` (log_mu, theta, zi_logits).
+
+    Temporaries are reused in place: on CPU the allocator traffic of [cells, genes] buffers costs as much
+    as the arithmetic.
+    """
     mu = torch.exp(log_mu)
-    ratio = mu / theta
-    log1p_ratio = torch.log1p(ratio)
-    nb_zero = -theta * log1p_ratio
+    log1p_ratio = torch.log1p(mu / theta)  # log(theta + mu) - log(theta)
+    nb_zero = log1p_ratio * (-theta)  # log NB(0)
     lg, dlg = _lgamma_ratio_and_grad(x, theta, need[1], integer_counts)
-    nb = nb_zero + x * (log_mu - torch.log(theta) - log1p_ratio) + lg
-    weight = None
-    if zi_logits is None:
-        ll = nb
-    else:
+    ll = (log_mu - log1p_ratio).sub_(torch.log(theta)).mul_(x).add_(lg).add_(nb_zero)  # log NB(x)
+    weight = positive = None
+    if zi_logits is not None:
         softplus = F.softplus(zi_logits)
-        zero_case = torch.logaddexp(zi_logits - softplus, nb_zero - softplus)
+        kept_zero = nb_zero.sub_(softplus)  # log[(1 - pi) NB(0)]
+        zero_case = torch.logaddexp(zi_logits - softplus, kept_zero)
         positive = x > 0
-        ll = torch.where(positive, nb - softplus, zero_case)
-        if any(need):
-            weight = torch.where(positive, torch.ones_like(ll), torch.exp(nb_zero - softplus - zero_case))
+        ll = torch.where(positive, ll.sub_(softplus), zero_case)
+        if any(need):  # responsibility of the NB component for each zero (1 where x > 0)
+            weight = kept_zero.sub_(zero_case).exp_().masked_fill_(positive, 1.0)
     grads: list[torch.Tensor | None] = [None, None, None]
-    if need[0]:
-        grads[0] = x - (x + theta) * (ratio / (1 + ratio))
-    if need[1]:
-        grads[1] = 1.0 - log1p_ratio - (x + theta) / (theta + mu) + dlg
+    if need[0] or need[1]:
+        share = (x + theta).div_(mu + theta)  # (x + theta) / (theta + mu)
+        if need[0]:
+            grads[0] = torch.mul(mu, share).neg_().add_(x)
+        if need[1]:
+            grads[1] = log1p_ratio.neg_().add_(1.0).sub_(share).add_(dlg)
     if weight is not None:
-        grads[0] = None if grads[0] is None else grads[0] * weight
-        grads[1] = None if grads[1] is None else grads[1] * weight
+        for grad in grads[:2]:
+            if grad is not None:
+                grad.mul_(weight)
         if need[2]:
-            grads[2] = torch.where(positive, torch.zeros_like(ll), 1.0 - weight) - torch.sigmoid(zi_logits)
+            grads[2] = torch.sub(1.0, weight).masked_fill_(positive, 0.0).sub_(torch.sigmoid(zi_logits))
     return ll, grads
 
 

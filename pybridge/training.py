@@ -100,7 +100,7 @@ class Trainer:
         self.val_idx = torch.as_tensor(np.asarray(validation_indices, dtype=np.int64), device=self.device)
         self.batch_size = batch_size
         params = optimizer_params(module) if optimizer_params else [p for p in module.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=lr, eps=eps, weight_decay=weight_decay)
+        self.optimizer = torch.optim.Adam(params, lr=lr, eps=eps, weight_decay=weight_decay, fused=True)
         self.n_epochs_kl_warmup, self.max_kl_weight = n_epochs_kl_warmup, max_kl_weight
         self.early_stopping = early_stopping and len(validation_indices) > 0
         self.patience, self.min_delta = early_stopping_patience, early_stopping_min_delta
