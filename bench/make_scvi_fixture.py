@@ -8,6 +8,11 @@ Writes ``tests/python/fixtures/scvi_tools_model/`` (scvi-tools' own ``model.pt``
 (the counts, batch labels and names the model was trained on) and ``scvi_tools_expected.npz`` (the latent
 posterior mean and variance and the normalised expression at z = posterior mean, computed by scvi-tools), and
 ``scvi_tools_minified.h5ad`` (scvi-tools' own minified AnnData of the same cells).
+
+The reverse direction (a pybridge model exported with ``model.save_scvi_tools``, loaded by scvi-tools)::
+
+    .venv/bin/python bench/make_scvi_fixture.py --export-from-pybridge /tmp/export   # project venv
+    bench/.venv-scvi/bin/python bench/make_scvi_fixture.py --check-export /tmp/export
 """
 
 from __future__ import annotations
@@ -18,8 +23,12 @@ from pathlib import Path
 
 import anndata
 import numpy as np
-import scvi
 import torch
+
+try:
+    import scvi
+except ImportError:  # the export step runs in the project venv, without scvi-tools
+    scvi = None
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "python" / "fixtures"
@@ -57,12 +66,53 @@ def expected_outputs(model: scvi.model.SCVI) -> dict[str, np.ndarray]:
     return {"qzm": qzm, "qzv": qzv, "normalized": gen["px"].scale.numpy()}
 
 
+def export_from_pybridge(folder: Path) -> None:
+    """(project venv) Import the fixture model into pybridge and export it back, full and minified."""
+    import pybridge
+
+    data = np.load(FIXTURES / "scvi_tools_data.npz")
+    adata = anndata.AnnData(X=data["X"].astype(np.float32))
+    adata.obs_names, adata.var_names = data["obs_names"], data["var_names"]
+    adata.obs["batch"] = data["batch"]
+    model = pybridge.SCVI.load_scvi_tools(FIXTURES / "scvi_tools_model", adata=adata, accelerator="cpu")
+    model.save_scvi_tools(folder / "model", overwrite=True)
+    model.save_scvi_tools(folder / "model_minified", overwrite=True, minified=True)
+    adata.write_h5ad(folder / "counts.h5ad")
+    model.minify().write_h5ad(folder / "minified.h5ad")
+    np.savez(folder / "pybridge_expected.npz", qzm=model.get_latent_representation(),
+             normalized=model.get_normalized_expression(return_numpy=True))
+
+
+def check_export(folder: Path) -> None:
+    """(scvi-tools venv) Load pybridge's exports with scvi-tools and compare latent and expression."""
+    expected = np.load(folder / "pybridge_expected.npz")
+    model = scvi.model.SCVI.load(str(folder / "model"), adata=anndata.read_h5ad(folder / "counts.h5ad"))
+    got = expected_outputs(model)
+    mini = scvi.model.SCVI.load(str(folder / "model_minified"), adata=anndata.read_h5ad(folder / "minified.h5ad"))
+    diffs = {
+        "latent": float(np.abs(got["qzm"] - expected["qzm"]).max()),
+        "normalized": float(np.abs(got["normalized"] - expected["normalized"]).max()),
+        "minified latent": float(np.abs(mini.get_latent_representation() - expected["qzm"]).max()),
+    }
+    print(f"scvi-tools {scvi.__version__} loaded pybridge's exports; minified mode: {mini.minified_data_type}; "
+          f"max |difference|: {diffs}")
+    if max(diffs.values()) > 1e-5:
+        raise SystemExit("exported model differs from pybridge's")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=200)
     parser.add_argument("--genes", type=int, default=60)
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--export-from-pybridge", type=Path, default=None, metavar="DIR")
+    parser.add_argument("--check-export", type=Path, default=None, metavar="DIR")
     args = parser.parse_args()
+    if args.export_from_pybridge is not None:
+        args.export_from_pybridge.mkdir(parents=True, exist_ok=True)
+        return export_from_pybridge(args.export_from_pybridge)
+    if args.check_export is not None:
+        return check_export(args.check_export)
     scvi.settings.seed = 0
     torch.set_num_threads(1)
     adata = fixture_adata(args.cells, args.genes)

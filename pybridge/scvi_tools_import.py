@@ -228,8 +228,14 @@ def _default_init_params(cls) -> dict:
 
 
 # ---- export ---------------------------------------------------------------------------------------------
-def save_scvi_tools(model, dir_path: str | os.PathLike, overwrite: bool = False) -> None:
-    """Write ``model`` as an scvi-tools 1.4 ``model.pt`` (plain dicts, tensors and numpy arrays only)."""
+def save_scvi_tools(
+    model, dir_path: str | os.PathLike, overwrite: bool = False, minified: bool = False
+) -> None:
+    """Write ``model`` as an scvi-tools 1.4 ``model.pt`` (plain dicts, tensors and numpy arrays only).
+
+    With ``minified=True`` the registry also names the minified fields, so that scvi-tools loads the model
+    with a minified AnnData (from ``model.minify()``) and serves it in its minified-data mode.
+    """
     target = Path(dir_path)
     if (target / MODEL_FILE).exists() and not overwrite:
         raise PybridgeError(f"{target / MODEL_FILE} exists; pass overwrite=True to replace it")
@@ -243,7 +249,7 @@ def save_scvi_tools(model, dir_path: str | os.PathLike, overwrite: bool = False)
     attr = {
         "is_trained_": bool(model.is_trained),
         "init_params_": {"non_kwargs": dict(model._init_params), "kwargs": {"kwargs": {}}},
-        "registry_": _scvi_tools_registry(reg, n_cells),
+        "registry_": _scvi_tools_registry(reg, n_cells, model.module.n_latent if minified else None),
         "train_indices_": np.asarray(model.train_indices if model.train_indices is not None else [], np.int64),
         "validation_indices_": np.asarray(
             model.validation_indices if model.validation_indices is not None else [], np.int64
@@ -275,7 +281,27 @@ def _library_encoder_placeholder(model) -> dict[str, torch.Tensor]:
     return out
 
 
-def _scvi_tools_registry(reg: Registry, n_cells: int) -> dict:
+def _minified_fields(n_latent: int) -> dict:
+    from pybridge.minify import LIBRARY_KEY, MINIFY_TYPE_KEY, QZM_KEY, QZV_KEY
+
+    def obsm(name: str, key: str) -> dict:
+        return {
+            "data_registry": {"attr_name": "obsm", "attr_key": key},
+            "state_registry": {"column_names": np.arange(n_latent)},
+            "summary_stats": {f"n_{name}": n_latent},
+        }
+
+    return {
+        "latent_qzm": obsm("latent_qzm", QZM_KEY),
+        "latent_qzv": obsm("latent_qzv", QZV_KEY),
+        "observed_lib_size": {"data_registry": {"attr_name": "obs", "attr_key": LIBRARY_KEY},
+                              "state_registry": {}, "summary_stats": {}},
+        "minify_type": {"data_registry": {"attr_name": "uns", "attr_key": MINIFY_TYPE_KEY},
+                        "state_registry": {}, "summary_stats": {}},
+    }
+
+
+def _scvi_tools_registry(reg: Registry, n_cells: int, minified_latent: int | None = None) -> dict:
     import uuid
 
     def obs_field(key: str, mapping, original: str) -> dict:
@@ -306,6 +332,8 @@ def _scvi_tools_registry(reg: Registry, n_cells: int) -> dict:
         "extra_categorical_covs": _extra_categorical(reg),
         "extra_continuous_covs": _extra_continuous(reg),
     }
+    if minified_latent is not None:
+        fields.update(_minified_fields(minified_latent))
     return {
         "scvi_version": "1.4.2",
         "model_name": "SCVI",

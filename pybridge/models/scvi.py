@@ -356,8 +356,9 @@ class SCVI(BaseModel):
 
         return load_scvi_tools(cls, dir_path, adata, accelerator)
 
-    def save_scvi_tools(self, dir_path, overwrite: bool = False) -> None:
-        """Write this model as an scvi-tools 1.4 ``model.pt`` (readable by ``scvi.model.SCVI.load``)."""
+    def save_scvi_tools(self, dir_path, overwrite: bool = False, minified: bool = False) -> None:
+        """Write this model as an scvi-tools 1.4 ``model.pt`` (readable by ``scvi.model.SCVI.load``); with
+        ``minified=True`` for use with minified data (``scvi.model.SCVI.load(dir, adata=model.minify())``)."""
         from pybridge.scvi_tools_import import save_scvi_tools
 
-        save_scvi_tools(self, dir_path, overwrite)
+        save_scvi_tools(self, dir_path, overwrite, minified)
