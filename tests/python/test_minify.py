@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anndata
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -99,3 +100,22 @@ def test_bad_requests_are_clear(trained_model):
         model.decode(adata=mini)
     with pytest.raises(PybridgeError, match="already minified"):
         model.minify(model.minify())
+
+
+def test_cli_minify_then_decode_genes(trained_model, tmp_path):
+    from pybridge.cli.main import main
+
+    model, adata = trained_model
+    model.save(tmp_path / "model")
+    adata.write_h5ad(tmp_path / "counts.h5ad")
+    assert main(["minify", str(tmp_path / "model"), str(tmp_path / "counts.h5ad"), "-o", str(tmp_path / "mini.h5ad"),
+                 "--accelerator", "cpu"]) == 0
+    mini = anndata.read_h5ad(tmp_path / "mini.h5ad")
+    assert mini.uns["_scvi_adata_minify_type"] == MINIFY_TYPE and mini.X.nnz == 0
+    out = tmp_path / "decoded.h5ad"
+    assert main(["decode", str(tmp_path / "model"), str(tmp_path / "mini.h5ad"), "--genes", "gene2", "gene0",
+                 "--library-size", "1e4", "-o", str(out), "--accelerator", "cpu"]) == 0
+    decoded = anndata.read_h5ad(out)
+    assert list(decoded.var_names) == ["gene2", "gene0"]
+    expected = model.get_normalized_expression(adata, gene_list=["gene2", "gene0"], library_size=1e4, return_numpy=True)
+    np.testing.assert_allclose(decoded.X, expected, rtol=1e-5)
