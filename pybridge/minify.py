@@ -238,6 +238,31 @@ def minify(model, adata: AnnData | None = None, batch_size: int | None = None) -
     return out
 
 
+def minified_from_arrays(
+    qzm, qzv, observed_lib_size, var_names: Sequence[str], obs: pd.DataFrame | None = None,
+    log_normalizer=None,
+) -> AnnData:
+    """A minified AnnData assembled from its parts (e.g. a minified SingleCellExperiment handed over from R)."""
+    qzm, qzv = np.asarray(qzm, dtype=np.float32), np.asarray(qzv, dtype=np.float32)
+    library = np.asarray(observed_lib_size, dtype=np.float32).reshape(-1)
+    n = qzm.shape[0]
+    if qzv.shape != qzm.shape or library.shape != (n,):
+        raise PybridgeError(
+            f"qzm {qzm.shape}, qzv {qzv.shape} and observed_lib_size {library.shape} must describe the same cells"
+        )
+    if obs is not None and len(obs) != n:
+        raise PybridgeError(f"obs has {len(obs)} rows but qzm has {n} cells")
+    obs = pd.DataFrame(index=[str(i) for i in range(n)]) if obs is None else obs.copy()
+    out = AnnData(X=sp.csr_matrix((n, len(var_names)), dtype=np.float32), obs=obs,
+                  var=pd.DataFrame(index=[str(g) for g in var_names]))
+    out.obsm[QZM_KEY], out.obsm[QZV_KEY] = qzm, qzv
+    out.obs[LIBRARY_KEY] = library
+    if log_normalizer is not None:
+        out.obs[LOG_NORMALIZER_KEY] = np.asarray(log_normalizer, dtype=np.float32).reshape(-1)
+    out.uns[MINIFY_TYPE_KEY] = MINIFY_TYPE
+    return out
+
+
 def payload_bytes_per_cell(adata: AnnData) -> float:
     """Bytes per cell of the minified payload: posterior mean and variance, library size, log-normaliser."""
     check_minified(adata)

@@ -119,3 +119,18 @@ def test_cli_minify_then_decode_genes(trained_model, tmp_path):
     assert list(decoded.var_names) == ["gene2", "gene0"]
     expected = model.get_normalized_expression(adata, gene_list=["gene2", "gene0"], library_size=1e4, return_numpy=True)
     np.testing.assert_allclose(decoded.X, expected, rtol=1e-5)
+
+
+def test_minified_from_arrays_decodes_like_minify(trained_model):
+    from pybridge.minify import minified_from_arrays
+
+    model, adata = trained_model
+    mini = model.minify()
+    rebuilt = minified_from_arrays(
+        mini.obsm["scvi_latent_qzm"], mini.obsm["scvi_latent_qzv"], mini.obs["observed_lib_size"].to_numpy(),
+        list(mini.var_names), obs=adata.obs[["batch", "percent_mito"]],
+        log_normalizer=mini.obs[LOG_NORMALIZER_KEY].to_numpy(),
+    )
+    np.testing.assert_array_equal(model.decode(rebuilt, genes=["gene1"]), model.decode(mini, genes=["gene1"]))
+    with pytest.raises(PybridgeError, match="same cells"):
+        minified_from_arrays(mini.obsm["scvi_latent_qzm"][:3], mini.obsm["scvi_latent_qzv"], [1.0], ["g"])
