@@ -35,8 +35,8 @@ from pybridge.evaluate.ranks import decile_of, spearman_rows, spearman_rows_many
 
 __all__ = ["evaluate_split", "build_report", "compare_likelihood_models", "heldout_loglik_of_model", "baseline_logliks"]
 
-FOLD_A_PSEUDOCOUNTS = (1.0, 10.0, 100.0)
-PCA_FLOOR_WEIGHTS = (1e-2, 0.1)
+FOLD_A_PSEUDOCOUNTS = (1.0, 10.0, 100.0, 1000.0)
+PCA_FLOOR_WEIGHTS = (0.01, 0.03, 0.1, 0.3)
 
 
 def _fold(adata, registry, layer: str):
@@ -214,7 +214,8 @@ def evaluate_split(
 ) -> tuple[dict, dict]:
     """Score ``model`` (trained on ``train_layer``) on the held-out ``test_layer``.
 
-    Returns ``(metrics, arrays)``: JSON-ready metrics and the per-cell / per-gene arrays for figures.
+    Returns ``(metrics, arrays)``: JSON-ready metrics, and the per-cell / per-gene arrays (``arrays["cells"]``:
+    positions in ``adata`` of the evaluated cells, those with counts in both folds; genes in the model's order).
     """
     t0 = time.perf_counter()
     for layer in (train_layer, test_layer):
@@ -329,6 +330,7 @@ def evaluate_split(
         "seconds": round(time.perf_counter() - t0, 1),
     }
     arrays = {
+        "cells": cells,
         "per_cell": per_cell,
         "per_gene": per_gene,
         "library_size": lib_total,
