@@ -1,0 +1,51 @@
+"""scvi-tools 1.4.2 side of bench/deconvolution.py; runs inside bench/.venv-scvi (never imports pybridge).
+
+Reads WORKDIR/reference.h5ad, WORKDIR/spots_<n>.h5ad and WORKDIR/scvi_tasks.json; writes
+WORKDIR/scvi_<n>_<batch>.csv (proportions) and WORKDIR/scvi_timings.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import anndata as ad
+import torch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workdir", required=True)
+    args = parser.parse_args()
+    work = Path(args.workdir)
+    tasks = json.loads((work / "scvi_tasks.json").read_text())
+    torch.set_num_threads(tasks["threads"])
+    import scvi
+    from scvi.model import CondSCVI, DestVI
+
+    scvi.settings.seed = tasks["seed"]
+    reference = ad.read_h5ad(work / "reference.h5ad")
+    CondSCVI.setup_anndata(reference, labels_key=tasks["labels_key"])
+    # 1.4.2: the VampPrior path of from_rna_model fails (KeyError "prior", then numpy buffers); its MoG prior works
+    sc_model = CondSCVI(reference, prior="mog")
+    start = time.perf_counter()
+    sc_model.train(max_epochs=tasks["sc_epochs"], accelerator="cpu", enable_progress_bar=False)
+    timings = {"condscvi": time.perf_counter() - start}
+    for run in tasks["runs"]:
+        spots = ad.read_h5ad(work / f"spots_{run['n_spots']}.h5ad")
+        st_model = DestVI.from_rna_model(spots, sc_model, vamp_prior_p=tasks["vamp_prior_p"])
+        start = time.perf_counter()
+        st_model.train(
+            max_epochs=run["epochs"], lr=tasks["lr"], batch_size=run["batch_size"],
+            n_epochs_kl_warmup=tasks["n_epochs_kl_warmup"], accelerator="cpu", enable_progress_bar=False,
+        )
+        timings[f"{run['n_spots']}_{run['batch_size']}"] = time.perf_counter() - start
+        st_model.get_proportions().to_csv(work / f"scvi_{run['n_spots']}_{run['batch_size']}.csv")
+        (work / "scvi_timings.json").write_text(json.dumps(timings))
+    (work / "scvi_timings.json").write_text(json.dumps(timings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""``pybridge deconvolve``: CondSCVI on a labelled reference, DestVI on spots, proportions into the spots file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pybridge.cli.io import read_input, write_h5ad
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "deconvolve",
+        help="estimate cell-type proportions of spatial spots with CondSCVI + DestVI",
+        description="Train CondSCVI on the labelled single-cell --reference and DestVI on --spots (shared genes "
+        "only), then write the spots to --output with obsm['destvi_proportions'] (spots x cell types) and "
+        "obsm['destvi_gamma_<cell type>'] (per-type latent states).",
+    )
+    p.add_argument("--reference", required=True, help="single cells x genes raw counts with cell types (.h5ad/.rds)")
+    p.add_argument("--spots", required=True, help="spots x genes raw counts (.h5ad/.rds)")
+    p.add_argument("--output", "-o", required=True, help=".h5ad to write (the spots plus the results)")
+    p.add_argument("--labels-key", default="cell_type", help="reference obs column with cell types (default cell_type)")
+    p.add_argument("--reference-layer", default=None, help="reference layer with raw counts (default: X)")
+    p.add_argument("--spots-layer", default=None, help="spots layer with raw counts (default: X)")
+    p.add_argument("--sc-max-epochs", type=int, default=300, help="CondSCVI epochs (default 300)")
+    p.add_argument("--st-max-epochs", type=int, default=2000, help="DestVI epochs (default 2000)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="DestVI minibatch size (default min(128, max(4, n_spots // 10)))")
+    p.add_argument("--lr", type=float, default=3e-3, help="DestVI learning rate (default 3e-3)")
+    p.add_argument("--vamp-prior-p", type=int, default=15, help="VampPrior components per cell type (default 15)")
+    p.add_argument("--amortization", choices=["both", "latent", "proportion", "none"], default="both",
+                   help="which DestVI parameters come from encoder networks (default both)")
+    p.add_argument("--l1-reg", type=float, default=0.0, help="L1 penalty on the proportions (default 0)")
+    p.add_argument("--weight-obs", action="store_true", help="up-weight rare cell types in CondSCVI")
+    p.add_argument("--model-dir", default=None, help="also save the DestVI model here (and CondSCVI in DIR_sc)")
+    p.add_argument("--accelerator", choices=["auto", "cpu", "gpu", "cuda"], default="auto", help="default auto")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from pybridge.deconvolve import run_destvi
+
+    spots = read_input(args.spots)
+    reference = read_input(args.reference)
+    result = run_destvi(
+        spots, reference, labels_key=args.labels_key, spots_layer=args.spots_layer,
+        reference_layer=args.reference_layer, sc_max_epochs=args.sc_max_epochs, st_max_epochs=args.st_max_epochs,
+        batch_size=args.batch_size, lr=args.lr, vamp_prior_p=args.vamp_prior_p, amortization=args.amortization,
+        l1_reg=args.l1_reg, weight_obs=args.weight_obs, accelerator=args.accelerator, seed=args.seed,
+        progress=False if args.no_progress else None,
+    )
+    spots.obsm["destvi_proportions"] = result.proportions.loc[spots.obs_names]
+    for cell_type, states in result.gamma.items():
+        spots.obsm[f"destvi_gamma_{cell_type}"] = states.loc[spots.obs_names].to_numpy()
+    spots.uns["destvi"] = {"cell_types": list(result.proportions.columns), "n_genes": len(result.genes)}
+    if args.model_dir:
+        result.st_model.save(args.model_dir, overwrite=True)
+        result.sc_model.save(str(Path(args.model_dir)) + "_sc", overwrite=True)
+    write_h5ad(spots, args.output)
+    print(
+        f"deconvolved {spots.n_obs} spots into {result.proportions.shape[1]} cell types over "
+        f"{len(result.genes)} shared genes; proportions in {args.output} obsm['destvi_proportions']",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,73 @@
+"""One call from a labelled single-cell reference and spots to DestVI proportions (used by the CLI and R)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from pybridge.errors import PybridgeError
+from pybridge.models.condscvi import CondSCVI
+from pybridge.models.destvi import DestVI, shared_genes
+
+
+@dataclass
+class DeconvolutionResult:
+    """Proportions (spots x cell types), per-type states {cell type: spots x n_latent}, and both models."""
+
+    proportions: pd.DataFrame
+    gamma: dict[str, pd.DataFrame]
+    sc_model: CondSCVI
+    st_model: DestVI
+    genes: list[str]
+
+
+def run_destvi(
+    spots: AnnData,
+    reference: AnnData,
+    labels_key: str = "cell_type",
+    spots_layer: str | None = None,
+    reference_layer: str | None = None,
+    sc_max_epochs: int = 300,
+    st_max_epochs: int = 2000,
+    batch_size: int | None = None,
+    lr: float = 3e-3,
+    vamp_prior_p: int | None = 15,
+    amortization: str = "both",
+    l1_reg: float = 0.0,
+    weight_obs: bool = False,
+    n_latent: int = 5,
+    accelerator: str = "auto",
+    seed: int = 0,
+    progress: bool | None = None,
+) -> DeconvolutionResult:
+    """Train CondSCVI on ``reference`` and DestVI on ``spots`` over their shared genes.
+
+    Neither input is modified: both are subset (copied) to the shared genes, which are reported with a
+    warning when the overlap is partial (an error under 50).
+    """
+    for name, value in (("spots", spots), ("reference", reference)):
+        if not isinstance(value, AnnData):
+            raise PybridgeError(f"{name} must be an AnnData, got {type(value).__name__}")
+    if labels_key not in reference.obs.columns and labels_key in spots.obs.columns:
+        raise PybridgeError(
+            f"the reference has no {labels_key!r} column but the spots do: the spots and the reference "
+            "look swapped (reference = labelled single cells, spots = spatial data)"
+        )
+    genes = shared_genes([str(g) for g in reference.var_names], spots.var_names, what="run_destvi")
+    reference = reference[:, genes].copy()
+    spots = spots[:, genes].copy()
+    CondSCVI.setup_anndata(reference, labels_key=labels_key, layer=reference_layer)
+    sc_model = CondSCVI(reference, n_latent=n_latent, weight_obs=weight_obs)
+    sc_model.train(max_epochs=sc_max_epochs, accelerator=accelerator, seed=seed, progress=progress)
+    DestVI.setup_anndata(spots, layer=spots_layer)
+    st_model = DestVI.from_rna_model(spots, sc_model, vamp_prior_p=vamp_prior_p, amortization=amortization,
+                                     l1_reg=l1_reg)
+    st_model.train(max_epochs=st_max_epochs, lr=lr, batch_size=batch_size, accelerator=accelerator, seed=seed,
+                   progress=progress)
+    proportions = st_model.get_proportions()
+    if not np.isfinite(proportions.to_numpy()).all():
+        raise PybridgeError("DestVI produced non-finite proportions; lower lr or check the spot counts")
+    return DeconvolutionResult(proportions, st_model.get_gamma(), sc_model, st_model, genes)

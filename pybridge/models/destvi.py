@@ -1,0 +1,275 @@
+"""DestVI: multi-resolution deconvolution of spots with a trained CondSCVI (Lopez et al. 2022)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+
+from pybridge.data import SETUP_KEY, Registry, aligned_counts, covariate_arrays, registry_of
+from pybridge.data import setup_anndata as register_anndata
+from pybridge.errors import PybridgeError
+from pybridge.models._destvi_module import AMORTIZATIONS, Amortization, DestVIModule
+from pybridge.models.base import BaseModel
+from pybridge.models.condscvi import CondSCVI
+
+MIN_SHARED_GENES = 50
+MIN_RELIABLE_SPOTS = 50
+MAX_BATCH_SIZE = 128
+MIN_BATCH_SIZE = 4
+DEFAULT_CHUNK = 1024
+
+
+def default_batch_size(n_spots: int) -> int:
+    """min(128, max(4, n_spots // 10)): small data need small minibatches (scvi-tools blog, 2022)."""
+    return min(MAX_BATCH_SIZE, max(MIN_BATCH_SIZE, n_spots // 10))
+
+
+def shared_genes(reference_genes: list[str], spot_genes, what: str = "DestVI") -> list[str]:
+    """Reference genes also measured in the spots (reference order); warns when the overlap is partial."""
+    spot_set = set(map(str, spot_genes))
+    genes = [g for g in reference_genes if g in spot_set]
+    if len(genes) < MIN_SHARED_GENES:
+        raise PybridgeError(
+            f"{what}: the spots and the reference share {len(genes)} genes (reference {len(reference_genes)}, "
+            f"spots {len(spot_set)}); at least {MIN_SHARED_GENES} are needed. Check that both use the same gene "
+            "identifiers (symbols vs Ensembl ids) and species."
+        )
+    if len(genes) < len(reference_genes) or len(genes) < len(spot_set):
+        warnings.warn(
+            f"{what}: using the {len(genes)} genes shared by the reference ({len(reference_genes)} genes) and the "
+            f"spots ({len(spot_set)} genes)",
+            stacklevel=3,
+        )
+    return genes
+
+
+class DestVI(BaseModel):
+    """Spot deconvolution into cell-type proportions and per-type continuous states.
+
+    Build with :meth:`from_rna_model` from a trained :class:`~pybridge.CondSCVI`. The CondSCVI decoder and its
+    NB logits are frozen; DestVI learns per-spot cell-type weights (plus a noise term), per-spot per-type latent
+    states gamma, a gene-wise bias beta and the noise profile eta.
+    """
+
+    def __init__(
+        self,
+        st_adata: AnnData,
+        sc_model: CondSCVI,
+        vamp_prior_p: int | None = 15,
+        amortization: Amortization = "both",
+        l1_reg: float = 0.0,
+        beta_reg: float = 5.0,
+        eta_reg: float = 1e-4,
+        dropout_amortization: float = 0.05,
+    ):
+        if not isinstance(sc_model, CondSCVI):
+            raise PybridgeError(
+                f"sc_model must be a trained pybridge.CondSCVI, got {type(sc_model).__name__}; train one on the "
+                "single-cell reference first"
+            )
+        if not sc_model.is_trained:
+            raise PybridgeError("the CondSCVI model is not trained; call sc_model.train() before DestVI")
+        if sc_model.adata is None:
+            raise PybridgeError(
+                "the CondSCVI model has no reference AnnData (needed for the VampPrior and library sizes); "
+                "load it with CondSCVI.load(path, adata=reference)"
+            )
+        if not isinstance(st_adata, AnnData):
+            raise PybridgeError(f"DestVI expects the spots as an AnnData, got {type(st_adata).__name__}")
+        if st_adata is sc_model.adata:
+            raise PybridgeError(
+                "DestVI got the CondSCVI reference AnnData as spots; pass the spatial (spot) AnnData instead"
+            )
+        if amortization not in AMORTIZATIONS:
+            raise PybridgeError(f"amortization must be one of {AMORTIZATIONS}, got {amortization!r}")
+        if SETUP_KEY not in st_adata.uns:
+            register_anndata(st_adata)
+        st_registry = registry_of(st_adata)
+        genes = shared_genes(sc_model.registry.var_names, st_adata.var_names)
+        registry = replace(st_registry, labels_key=None, label_categories=["0"], var_names=genes)
+        _check_spot_totals(st_adata, registry)
+        super().__init__(st_adata, registry)
+
+        reference = sc_model.module
+        if vamp_prior_p is not None:
+            prior_mean, prior_var, prior_weight = sc_model.get_vamp_prior(sc_model.adata, p=vamp_prior_p)
+        self._init_params = {
+            "reference_library": _mean_library_per_type(sc_model, genes), "n_spots": st_adata.n_obs, "cell_types": sc_model.cell_types, "n_hidden": reference.n_hidden,
+            "n_latent": reference.n_latent, "n_layers": reference.n_layers, "vamp_prior_p": vamp_prior_p,
+            "amortization": amortization, "l1_reg": l1_reg, "beta_reg": beta_reg, "eta_reg": eta_reg,
+            "dropout_amortization": dropout_amortization,
+        }
+        self.module = self._build_module(registry, **self._init_params)
+        position = torch.as_tensor(pd.Index(sc_model.registry.var_names).get_indexer(genes))
+        with torch.no_grad():
+            self.module.decoder.load_state_dict(reference.decoder.state_dict())
+            linear = self.module.px_decoder[0]
+            linear.weight.copy_(reference.px_decoder[0].weight[position])
+            linear.bias.copy_(reference.px_decoder[0].bias[position])
+            self.module.px_o.copy_(reference.px_r.detach()[position])
+            if vamp_prior_p is not None:
+                self.module.mean_vprior.copy_(torch.as_tensor(prior_mean))
+                self.module.var_vprior.copy_(torch.as_tensor(prior_var))
+                self.module.mp_vprior.copy_(torch.as_tensor(prior_weight))
+        self.module.to(self.device)
+
+    @classmethod
+    def from_rna_model(
+        cls,
+        st_adata: AnnData,
+        sc_model: CondSCVI,
+        vamp_prior_p: int | None = 15,
+        amortization: Amortization = "both",
+        l1_reg: float = 0.0,
+        beta_reg: float = 5.0,
+        eta_reg: float = 1e-4,
+        **module_kwargs,
+    ) -> DestVI:
+        """DestVI for ``st_adata`` on top of a trained CondSCVI (scvi-tools API); uses the shared genes."""
+        return cls(
+            st_adata, sc_model, vamp_prior_p=vamp_prior_p, amortization=amortization, l1_reg=l1_reg,
+            beta_reg=beta_reg, eta_reg=eta_reg, **module_kwargs,
+        )
+
+    @classmethod
+    def setup_anndata(cls, adata: AnnData, layer: str | None = None) -> None:
+        """Validate the spot counts (no zero-count spots) and record the layer (scvi-tools API)."""
+        if not isinstance(adata, AnnData):
+            raise PybridgeError(f"DestVI.setup_anndata expects an AnnData, got {type(adata).__name__}")
+        register_anndata(adata, layer=layer)
+
+    @staticmethod
+    def _build_module(
+        registry: Registry, n_spots: int, cell_types: list[str], vamp_prior_p: int | None,
+        reference_library: list[float] | None = None, **params,
+    ) -> DestVIModule:
+        n_labels, n_latent = len(cell_types), params["n_latent"]
+        prior = {}
+        if vamp_prior_p is not None:
+            prior = {
+                "mean_vprior": torch.zeros(n_labels, vamp_prior_p, n_latent),
+                "var_vprior": torch.ones(n_labels, vamp_prior_p, n_latent),
+                "mp_vprior": torch.full((n_labels, vamp_prior_p), 1.0 / vamp_prior_p),
+            }
+        return DestVIModule(
+            n_spots, n_labels, len(registry.var_names), px_o=torch.zeros(len(registry.var_names)), **prior, **params
+        )
+
+    @property
+    def cell_types(self) -> list[str]:
+        """Cell-type names, in the column order of :meth:`get_proportions`."""
+        return list(self._init_params["cell_types"])
+
+    def train(
+        self,
+        max_epochs: int = 2000,
+        lr: float = 3e-3,
+        batch_size: int | None = None,
+        n_epochs_kl_warmup: int | None = 200,
+        weight_decay: float = 1e-6,
+        eps: float = 0.01,
+        accelerator: str = "auto",
+        seed: int = 0,
+        progress: bool | None = None,
+    ) -> None:
+        """MAP training on all spots.
+
+        ``batch_size=None`` uses min(128, max(4, n_spots // 10)): with minibatches close to the number of spots
+        DestVI takes too few gradient steps and under-fits (scvi-tools blog, 2022).
+        """
+        n_spots = self.adata.n_obs
+        if n_spots < MIN_RELIABLE_SPOTS:
+            warnings.warn(
+                f"DestVI on {n_spots} spots: with fewer than {MIN_RELIABLE_SPOTS} spots the proportions are "
+                "unreliable",
+                stacklevel=2,
+            )
+        if batch_size is None:
+            batch_size = default_batch_size(n_spots)
+        super().train(
+            max_epochs=max_epochs, batch_size=batch_size, train_size=1.0, lr=lr, weight_decay=weight_decay,
+            eps=eps, n_epochs_kl_warmup=n_epochs_kl_warmup, accelerator=accelerator, seed=seed, progress=progress,
+        )
+
+    @torch.inference_mode()
+    def _per_spot(self, fn, indices, batch_size: int | None) -> np.ndarray:
+        self.module.eval()
+        store = self._store(None)
+        parts = []
+        for chunk in torch.split(self._index_tensor(None, indices), batch_size or DEFAULT_CHUNK):
+            batch = store.gather(chunk)
+            parts.append(fn(batch["X"], chunk).cpu().numpy())
+        return np.concatenate(parts)
+
+    def _spot_names(self, indices) -> pd.Index:
+        names = self.adata.obs_names
+        return names if indices is None else names[np.asarray(indices)]
+
+    def get_proportions(
+        self, keep_noise: bool = False, indices=None, batch_size: int | None = None, cell_fractions: bool = False
+    ) -> pd.DataFrame:
+        """Cell-type proportions per spot (rows sum to 1); ``keep_noise`` adds the ``noise_term`` column.
+
+        By default (as in scvi-tools) a type's proportion is its share of the spot's expression, i.e. of its
+        counts. ``cell_fractions=True`` divides each type's weight by that type's mean library size in the
+        CondSCVI reference (over the shared genes) before normalising, estimating shares of cells instead:
+        a spot of n_c cells with mean library L_c has expected counts sum_c n_c L_c rho_c, so v_c is
+        proportional to n_c L_c.
+        """
+        if cell_fractions and keep_noise:
+            raise PybridgeError("cell_fractions=True has no cell count for the noise term; use keep_noise=False")
+        values = self._per_spot(
+            lambda x, idx: self.module.get_proportions(x, idx, keep_noise=keep_noise), indices, batch_size
+        )
+        if cell_fractions:
+            values = values / np.asarray(self._init_params["reference_library"])[None, :]
+            values = values / values.sum(1, keepdims=True)
+        columns = self.cell_types + (["noise_term"] if keep_noise else [])
+        return pd.DataFrame(values, index=self._spot_names(indices), columns=columns)
+
+    def get_gamma(
+        self, indices=None, batch_size: int | None = None, return_numpy: bool = False
+    ) -> dict[str, pd.DataFrame] | np.ndarray:
+        """Per-type latent states: {cell type: spots x n_latent DataFrame}, or (spots, n_latent, types) array."""
+        values = self._per_spot(self.module.get_gamma, indices, batch_size)  # spots, types, latent
+        values = np.transpose(values, (0, 2, 1))
+        if return_numpy:
+            return values
+        names = self._spot_names(indices)
+        return {ct: pd.DataFrame(values[:, :, i], index=names) for i, ct in enumerate(self.cell_types)}
+
+    def get_scale_for_ct(
+        self, cell_type: str, indices=None, batch_size: int | None = None
+    ) -> pd.DataFrame:
+        """Expression scale of ``cell_type`` in its state at each spot (exp(beta) * rho), spots x genes."""
+        if cell_type not in self.cell_types:
+            raise PybridgeError(f"unknown cell type {cell_type!r}; known: {self.cell_types}")
+        label = self.cell_types.index(cell_type)
+        values = self._per_spot(lambda x, idx: self.module.get_scale_for_ct(x, idx, label), indices, batch_size)
+        return pd.DataFrame(values, index=self._spot_names(indices), columns=self.registry.var_names)
+
+
+def _mean_library_per_type(sc_model: CondSCVI, genes: list[str]) -> list[float]:
+    """Mean total count over ``genes`` of each cell type's reference cells."""
+    reference = sc_model.adata
+    counts = aligned_counts(reference, sc_model.registry)
+    position = pd.Index(sc_model.registry.var_names).get_indexer(genes)
+    totals = np.asarray(counts[:, position].sum(1)).ravel()
+    codes = covariate_arrays(reference, sc_model.registry)["labels"]
+    return [float(totals[codes == k].mean()) for k in range(sc_model.registry.n_labels)]
+
+
+def _check_spot_totals(st_adata: AnnData, registry: Registry) -> None:
+    totals = np.asarray(aligned_counts(st_adata, registry).sum(1)).ravel()
+    empty = np.flatnonzero(totals <= 0)
+    if len(empty):
+        names = st_adata.obs_names[empty[:5]].tolist()
+        raise PybridgeError(
+            f"{len(empty)} spots have zero counts over the {len(registry.var_names)} genes shared with the "
+            f"reference (e.g. {names}); remove them before DestVI"
+        )
