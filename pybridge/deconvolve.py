@@ -39,6 +39,7 @@ def run_destvi(
     l1_reg: float = 0.0,
     weight_obs: bool = False,
     n_latent: int = 5,
+    cell_fractions: bool = False,
     accelerator: str = "auto",
     seed: int = 0,
     progress: bool | None = None,
@@ -46,7 +47,8 @@ def run_destvi(
     """Train CondSCVI on ``reference`` and DestVI on ``spots`` over their shared genes.
 
     Neither input is modified: both are subset (copied) to the shared genes, which are reported with a
-    warning when the overlap is partial (an error under 50).
+    warning when the overlap is partial (an error under 50). ``cell_fractions=True`` reports shares of cells
+    instead of shares of expression (see :meth:`DestVI.get_proportions`).
     """
     for name, value in (("spots", spots), ("reference", reference)):
         if not isinstance(value, AnnData):
@@ -67,7 +69,7 @@ def run_destvi(
                                      l1_reg=l1_reg)
     st_model.train(max_epochs=st_max_epochs, lr=lr, batch_size=batch_size, accelerator=accelerator, seed=seed,
                    progress=progress)
-    proportions = st_model.get_proportions()
+    proportions = st_model.get_proportions(cell_fractions=cell_fractions)
     if not np.isfinite(proportions.to_numpy()).all():
         raise PybridgeError("DestVI produced non-finite proportions; lower lr or check the spot counts")
     return DeconvolutionResult(proportions, st_model.get_gamma(), sc_model, st_model, genes)

@@ -32,6 +32,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--amortization", choices=["both", "latent", "proportion", "none"], default="both",
                    help="which DestVI parameters come from encoder networks (default both)")
     p.add_argument("--l1-reg", type=float, default=0.0, help="L1 penalty on the proportions (default 0)")
+    p.add_argument("--cell-fractions", action="store_true",
+                   help="report shares of cells (weights divided by each type's mean reference library) instead "
+                   "of shares of expression")
     p.add_argument("--weight-obs", action="store_true", help="up-weight rare cell types in CondSCVI")
     p.add_argument("--model-dir", default=None, help="also save the DestVI model here (and CondSCVI in DIR_sc)")
     p.add_argument("--accelerator", choices=["auto", "cpu", "gpu", "cuda"], default="auto", help="default auto")
@@ -49,13 +52,14 @@ def run(args: argparse.Namespace) -> int:
         spots, reference, labels_key=args.labels_key, spots_layer=args.spots_layer,
         reference_layer=args.reference_layer, sc_max_epochs=args.sc_max_epochs, st_max_epochs=args.st_max_epochs,
         batch_size=args.batch_size, lr=args.lr, vamp_prior_p=args.vamp_prior_p, amortization=args.amortization,
-        l1_reg=args.l1_reg, weight_obs=args.weight_obs, accelerator=args.accelerator, seed=args.seed,
+        l1_reg=args.l1_reg, weight_obs=args.weight_obs, cell_fractions=args.cell_fractions, accelerator=args.accelerator, seed=args.seed,
         progress=False if args.no_progress else None,
     )
     spots.obsm["destvi_proportions"] = result.proportions.loc[spots.obs_names]
     for cell_type, states in result.gamma.items():
         spots.obsm[f"destvi_gamma_{cell_type}"] = states.loc[spots.obs_names].to_numpy()
-    spots.uns["destvi"] = {"cell_types": list(result.proportions.columns), "n_genes": len(result.genes)}
+    spots.uns["destvi"] = {"cell_types": list(result.proportions.columns), "n_genes": len(result.genes),
+                           "cell_fractions": bool(args.cell_fractions)}
     if args.model_dir:
         result.st_model.save(args.model_dir, overwrite=True)
         result.sc_model.save(str(Path(args.model_dir)) + "_sc", overwrite=True)

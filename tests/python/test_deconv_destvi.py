@@ -190,7 +190,8 @@ def test_cli_deconvolve(cortex_small, tmp_path, capsys):
     reference.write_h5ad(tmp_path / "ref.h5ad")
     out = tmp_path / "out.h5ad"
     code = cli_main(["deconvolve", "--reference", str(tmp_path / "ref.h5ad"), "--spots", str(tmp_path / "spots.h5ad"),
-                     "--output", str(out), "--sc-max-epochs", "2", "--st-max-epochs", "2", "--no-progress"])
+                     "--output", str(out), "--sc-max-epochs", "2", "--st-max-epochs", "2", "--no-progress",
+                     "--cell-fractions"])
     assert code == 0
     result = ad.read_h5ad(out)
     props = result.obsm["destvi_proportions"]
