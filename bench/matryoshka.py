@@ -120,3 +120,7 @@ def plot(rows, path: Path) -> None:
     ax.legend(frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
