@@ -28,10 +28,9 @@ import torch
 
 import pybridge
 from pybridge.de import differential_expression, fdr_de_calls
-from pybridge.evaluate.ceiling import mean_cell_profile, pca_profiles
+from pybridge.evaluate.ceiling import mean_cell_profile, pca_profiles, simulate_counts
 from pybridge.evaluate.countsplit import split_anndata
 from pybridge.evaluate.imputation import hide_nonzero_entries, median_absolute_error
-from pybridge.evaluate.ceiling import simulate_counts
 from pybridge.evaluate.ranks import spearman_rows
 from pybridge.report import (
     _decile_table,
@@ -154,7 +153,7 @@ def stage_imputation(name: str, out: Path, epochs: int) -> dict:
     pooled = mean_cell_profile(corrupted)
     pca = pca_profiles(corrupted, 10, 0)
     return {
-        "n_hidden": int(len(hidden.values)),
+        "n_hidden": len(hidden.values),
         "median_true_value": float(np.median(hidden.values)),
         "scvi": median_absolute_error(scvi_imputed, hidden),
         "pca_log_normalised": median_absolute_error(hidden.take(pca * lib[:, None]), hidden),

@@ -23,7 +23,7 @@ import scipy.sparse as sp
 
 from pybridge.errors import PybridgeError
 
-__all__ = ["differential_expression", "fdr_de_calls", "estimate_pseudocounts"]
+__all__ = ["differential_expression", "estimate_pseudocounts", "fdr_de_calls"]
 
 _EPS = 1e-8
 

@@ -33,7 +33,7 @@ from pybridge.evaluate.ceiling import (
 )
 from pybridge.evaluate.ranks import decile_of, spearman_rows, spearman_rows_many
 
-__all__ = ["evaluate_split", "build_report", "compare_likelihood_models", "heldout_loglik_of_model", "baseline_logliks"]
+__all__ = ["baseline_logliks", "build_report", "compare_likelihood_models", "evaluate_split", "heldout_loglik_of_model"]
 
 FOLD_A_PSEUDOCOUNTS = (1.0, 10.0, 100.0, 1000.0)
 PCA_FLOOR_WEIGHTS = (0.01, 0.03, 0.1, 0.3)
@@ -278,7 +278,7 @@ def evaluate_split(
     sub = np.sort(rng.choice(cells, size=min(marginal_cells, len(cells)), replace=False))
     held = _with_layer(adata, train_layer, B_all, sub)
     marginal = {
-        "n_cells": int(len(sub)),
+        "n_cells": len(sub),
         "n_mc_samples": marginal_mc_samples,
         "heldout_fold": float(model.get_marginal_ll(held, n_mc_samples=marginal_mc_samples)),
         "training_fold": float(model.get_marginal_ll(adata, indices=sub, n_mc_samples=marginal_mc_samples)),
@@ -309,7 +309,7 @@ def evaluate_split(
     metrics = {
         "data": {
             "n_cells": int(adata.n_obs),
-            "n_cells_evaluated": int(len(cells)),
+            "n_cells_evaluated": len(cells),
             "n_cells_excluded_empty_fold": int(adata.n_obs - len(cells)),
             "n_genes": int(A.shape[1]),
             "median_library_fold_A": float(np.median(lib_a)),

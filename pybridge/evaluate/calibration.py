@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import spearmanr
 
-__all__ = ["DEFAULT_LEVELS", "CURVE_LEVELS", "CalibrationAccumulator", "naive_zero_coverage"]
+__all__ = ["CURVE_LEVELS", "DEFAULT_LEVELS", "CalibrationAccumulator", "naive_zero_coverage"]
 
 DEFAULT_LEVELS = (0.5, 0.8, 0.95)
 CURVE_LEVELS = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2))

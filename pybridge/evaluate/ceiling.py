@@ -25,14 +25,14 @@ from scipy.special import gammaln
 from pybridge.evaluate.ranks import spearman_rows
 
 __all__ = [
+    "count_loglik",
     "library_size",
     "mean_cell_profile",
-    "smoothed_count_profiles",
-    "pca_profiles",
     "moment_theta",
-    "count_loglik",
-    "split_half_ceiling",
+    "pca_profiles",
     "simulate_counts",
+    "smoothed_count_profiles",
+    "split_half_ceiling",
 ]
 
 

@@ -39,7 +39,7 @@ def hide_nonzero_entries(X, rate: float = 0.1, seed: int = 0):
     csr = sp.csr_matrix(X, copy=True)
     csr.eliminate_zeros()
     rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
-    n_hide = int(round(rate * csr.nnz))
+    n_hide = round(rate * csr.nnz)
     chosen = np.sort(rng.choice(csr.nnz, size=n_hide, replace=False))
     hidden = HiddenEntries(rows[chosen], csr.indices[chosen].copy(), csr.data[chosen].astype(np.float64))
     csr.data[chosen] = 0

@@ -13,7 +13,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.stats import rankdata
 
-__all__ = ["row_ranks", "spearman_rows", "spearman_rows_many", "decile_of", "summarise_by_decile", "rank_agreement"]
+__all__ = ["decile_of", "rank_agreement", "row_ranks", "spearman_rows", "spearman_rows_many", "summarise_by_decile"]
 
 
 def _sparse_row_ranks(m: sp.csr_matrix) -> np.ndarray:

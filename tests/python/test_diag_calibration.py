@@ -19,7 +19,7 @@ def _poisson_setup(seed=0, n=200, g=150, s=200):
 
 
 def test_calibrated_model_has_nominal_pit_coverage_and_intervals_overcover():
-    lam, obs, samples = _poisson_setup()
+    _lam, obs, samples = _poisson_setup()
     acc = CalibrationAccumulator(obs.shape[1], levels=LEVELS)
     acc.update(samples[:120], obs[:120])
     acc.update(samples[120:], sp.csr_matrix(obs[120:]))

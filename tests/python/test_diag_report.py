@@ -5,14 +5,13 @@ import json
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import simulate_counts
 
 import pybridge
 from pybridge.cli.main import main
-from pybridge.evaluate.countsplit import split_anndata
 from pybridge.evaluate.ceiling import count_loglik
+from pybridge.evaluate.countsplit import split_anndata
 from pybridge.report import evaluate_split
-
-from conftest import simulate_counts
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +66,7 @@ def test_heldout_loglik_of_scvi_matches_direct_computation(split_model):
 
 
 def test_report_errors_are_one_clear_line(split_model, tmp_path, capsys):
-    model, adata, root = split_model
+    _model, adata, root = split_model
     bare = adata.copy()
     del bare.layers["fold_B"]
     bare.write_h5ad(tmp_path / "nofold.h5ad")
