@@ -21,12 +21,14 @@ venv: $(VENV)/.installed
 demo: venv
 	$(VPY) -m pybridge.demo --output demo_output
 
-test-python: venv
-	$(VPY) -m pytest -q tests/python
+include mk/r.mk
+r-deps: venv
 
--include mk/r.mk
+# Python tests run after the R set-up so that the rpy2 bridge tests run instead of skipping.
+test-python: venv r-deps
+	PYBRIDGE_REQUIRE_R=1 $(VPY) -m pytest -q tests/python
 
-test: test-python $(if $(wildcard mk/r.mk),r-test)
+test: test-python r-test r-check
 
 clean:
 	rm -rf demo_output .pytest_cache build *.egg-info
