@@ -71,7 +71,7 @@ def main() -> None:
         size_mb = path.stat().st_size / 2**20
         results = {mode: run(path, mode, args.epochs, args.threads) for mode in ("disk", "memory")}
     lines = [
-        (f"{datetime.date.today()}, {machine()}. `bench/ooc_bench.py`: {args.cells:,} simulated cells x "
+        (f"{datetime.date.today()}, {machine().rsplit(',', 1)[0]}. `bench/ooc_bench.py`: {args.cells:,} simulated cells x "
         f"{args.genes:,} genes (.h5ad, CSR, {size_mb:.0f} MB), scVI defaults (ZINB, 128 hidden, 10 latent), "
         f"batch 512, {args.epochs} epoch(s), {args.threads} torch threads, each mode in its own process. The "
         f"machine was shared with other jobs: compare the two rows, not absolute numbers."),

@@ -128,9 +128,17 @@ def latent_cells(model, adata: AnnData | None = None, indices=None, batch_size: 
         )
     rows = slice(None) if indices is None else _positions(indices, adata.n_obs)
     qzm, qzv = model.get_latent_representation(adata, indices=indices, return_dist=True, batch_size=batch_size)
-    library = np.asarray(aligned_counts(adata, model.registry)[rows].sum(axis=1), dtype=np.float32).reshape(-1)
+    library = _library_sizes(model, adata)[rows]
     covariates = {k: v[rows] for k, v in covariate_arrays(adata, model.registry).items()}
     return LatentCells(qzm.astype(np.float32), qzv.astype(np.float32), library, covariates)
+
+
+def _library_sizes(model, adata: AnnData) -> np.ndarray:
+    from pybridge.ooc import backed_library_sizes, is_backed
+
+    if is_backed(adata):
+        return backed_library_sizes(adata)
+    return np.asarray(aligned_counts(adata, model.registry).sum(axis=1), dtype=np.float32).reshape(-1)
 
 
 def _positions(indices, n: int) -> np.ndarray:

@@ -147,6 +147,18 @@ def open_backed(
     return adata
 
 
+def backed_library_sizes(adata: AnnData, chunk_cells: int = 20_000) -> np.ndarray:
+    """Total counts per cell of the on-disk data behind ``adata`` (one streaming pass)."""
+    info = adata.uns[BACKED_KEY]
+    matrix = DiskMatrix(info["path"], info["layer"] or None)
+    try:
+        n = matrix.shape[0]
+        parts = [np.asarray(matrix.rows(s, min(s + chunk_cells, n)).sum(axis=1)).ravel() for s in range(0, n, chunk_cells)]
+    finally:
+        matrix.close()
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+
+
 def is_backed(adata: AnnData | None) -> bool:
     """Whether ``adata`` stands for on-disk data opened with :func:`open_backed`."""
     return adata is not None and BACKED_KEY in adata.uns

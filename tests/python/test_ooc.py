@@ -112,3 +112,15 @@ def test_200k_cells_train_within_1_5_gb(tmp_path):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert np.isfinite(result["elbo"]) and result["n_train"] == 50_000
     assert result["peak_rss_mb"] < 1536, result
+
+
+def test_model_trained_on_disk_minifies_and_decodes(small_files):
+    adata, folder = small_files
+    backed = open_backed(folder / "small.h5ad", batch_key="batch", buffer_cells=200, chunk_cells=25)
+    model = pybridge.SCVI(backed, n_hidden=16, n_latent=3)
+    model.train(max_epochs=2, batch_size=100, accelerator="cpu", progress=False)
+    mini = model.minify()
+    np.testing.assert_allclose(mini.obs["observed_lib_size"], np.asarray(adata.X.sum(1)).ravel())
+    memory = adata.copy()
+    memory.uns["_pybridge_setup"] = backed.uns["_pybridge_setup"]
+    np.testing.assert_allclose(model.decode(mini, genes=["gene3"]), model.decode(memory, genes=["gene3"]), atol=1e-6)
