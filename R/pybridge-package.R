@@ -7,4 +7,5 @@
 #'
 #' @keywords internal
 #' @import methods
+#' @importClassesFrom Matrix dgCMatrix
 "_PACKAGE"

@@ -16,7 +16,8 @@ reverse (:func:`frame_to_columns`) hands R the same triplets.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -251,8 +252,9 @@ def build_anndata(
     layers: dict[str, Any] | None = None,
 ):
     """AnnData from already-converted parts; reducedDims are expected under their R names."""
-    import anndata as ad
     import warnings
+
+    import anndata as ad
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*names are not unique.*")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pybridge.bridge import read_rds, write_rds
+from pybridge.cli.io import read_input, write_h5ad
 from pybridge.errors import PybridgeError
 
 SUFFIXES = (".rds", ".h5ad")
@@ -39,23 +41,10 @@ def run(args: argparse.Namespace) -> int:
         raise PybridgeError(f"no such file: {args.input}")
     if Path(args.output).exists() and not args.overwrite:
         raise PybridgeError(f"{args.output} exists; pass --overwrite to replace it")
-    if in_suffix == ".rds":
-        from pybridge.bridge import read_rds
-
-        adata = read_rds(args.input, assay=args.assay)
-    else:
-        import anndata
-
-        adata = anndata.read_h5ad(args.input)
+    adata = read_input(args.input) if in_suffix == ".h5ad" else read_rds(args.input, assay=args.assay)
     if out_suffix == ".rds":
-        from pybridge.bridge import write_rds
-
         write_rds(adata, args.output, kind=args.kind)
     else:
-        import os
-
-        tmp = Path(args.output).with_name(Path(args.output).name + ".tmp")
-        adata.write_h5ad(tmp)
-        os.replace(tmp, args.output)
+        write_h5ad(adata, args.output, overwrite=True)
     print(f"wrote {args.output}: {adata.n_obs} cells x {adata.n_vars} genes")
     return 0

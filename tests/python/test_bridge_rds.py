@@ -12,11 +12,11 @@ import scipy.sparse as sp
 if os.environ.get("PYBRIDGE_REQUIRE_R") != "1":
     pytest.importorskip("rpy2")
 
-import anndata as ad  # noqa: E402
+import anndata as ad
 
-from pybridge.bridge import read_any, read_rds, write_rds  # noqa: E402
-from pybridge.cli import convert  # noqa: E402
-from pybridge.errors import PybridgeError  # noqa: E402
+from pybridge.bridge import read_rds, write_rds
+from pybridge.cli import convert
+from pybridge.errors import PybridgeError
 
 
 def _tricky_adata() -> ad.AnnData:
@@ -76,7 +76,7 @@ def test_seurat_pbmc_small_reads(tmp_path):
     if not bool(ro.r("isTRUE(requireNamespace('SeuratObject', quietly = TRUE))")[0]):
         pytest.skip("SeuratObject not installed")
     ro.r(f"saveRDS(SeuratObject::pbmc_small, '{tmp_path / 'p.rds'}')")
-    a = read_any(tmp_path / "p.rds")
+    a = read_rds(tmp_path / "p.rds")
     assert a.shape == (80, 230)
     assert {"X_pca", "X_tsne"} <= set(a.obsm) and "data" in a.layers
     counts = np.asarray(ro.r("as.matrix(SeuratObject::GetAssayData(SeuratObject::pbmc_small, slot = 'counts'))"))
