@@ -280,7 +280,8 @@ loadSCVI <- function(dir) {
 #'
 #' `scviLatent()` returns the latent representation (cells x latent).
 #' `scviNormalized()` returns denoised expression (genes x cells, dense),
-#' computed in chunks of cells; it warns before building a matrix over 1 GB.
+#' computed in chunks of cells; it warns before building a matrix over 1 GB
+#' (`options(pybridge.dense.warn.gb = )` changes the threshold).
 #' `scviPosteriorSample()` samples counts from the posterior predictive
 #' (a genes x cells dgCMatrix, or a genes x cells x samples array).
 #'
@@ -321,7 +322,7 @@ scviNormalized <- function(model, x, genes = NULL, library.size = 1, assay.type 
     .checkGenes(methods::new("SCVIModel", path = model@path, settings = list(genes = genes)), model@settings$genes)
     n <- length(input$cells)
     gb <- as.double(length(genes)) * n * 8 / 1e9
-    if (gb > 1) {
+    if (gb > getOption("pybridge.dense.warn.gb", 1)) {
         warning(sprintf("building a dense %.1f GB matrix (%d genes x %d cells); pass genes = to restrict it",
                         gb, length(genes), n), call. = FALSE)
     }

@@ -55,3 +55,10 @@ tricky_sce <- function() {
     SingleCellExperiment::reducedDim(sce, "custom") <- matrix(rnorm(5), 5, dimnames = list(colnames(sce), NULL))
     sce
 }
+
+# Evaluate `expr` with the dense-matrix warning threshold at 0 GB.
+withr_options_gb <- function(expr) {
+    old <- options(pybridge.dense.warn.gb = 0)
+    on.exit(options(old))
+    expr
+}
