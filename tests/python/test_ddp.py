@@ -56,3 +56,35 @@ def test_two_process_training_matches_single_process(tmp_path):
     assert abs(scores["ddp"] - scores["single"]) < 0.03 * abs(scores["single"]), scores
     latent = anndata.read_h5ad(tmp_path / "ddp" / "latent.h5ad")
     assert latent.obsm["X_scVI"].shape == (600, 4)
+
+
+BACKED_SCRIPT = """
+import json, sys, torch
+import pybridge
+from pybridge import distributed
+from pybridge.ooc import open_backed
+adata = open_backed(sys.argv[1], batch_key="batch", buffer_cells=120, chunk_cells=20)
+model = pybridge.SCVI(adata, n_hidden=16, n_latent=3)
+ctx = distributed.context_from_env("cpu")
+distributed.train_distributed(model, ctx, max_epochs=3, batch_size=64, progress=False)
+weights = sum(float(p.detach().double().sum()) for p in model.module.parameters())
+print(json.dumps({"rank": ctx.rank, "weights": weights, "elbo": model.history["elbo_validation"][-1]}))
+distributed.cleanup(ctx)
+"""
+
+
+def test_two_ranks_train_from_disk_to_identical_weights(tmp_path):
+    data = tmp_path / "counts.h5ad"
+    simulate_counts(n_cells=400, n_genes=30).write_h5ad(data)
+    script = tmp_path / "backed_ddp.py"
+    script.write_text(BACKED_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(data)],
+        check=False, capture_output=True, text=True, cwd=ROOT, timeout=240, env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert sorted(r["rank"] for r in reports) == [0, 1]
+    assert reports[0]["weights"] == reports[1]["weights"] and reports[0]["elbo"] == reports[1]["elbo"]
+    assert np.isfinite(reports[0]["elbo"])
