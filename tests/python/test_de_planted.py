@@ -77,7 +77,7 @@ def test_change_mode_recovers_planted_genes_with_fdr_control(trained):
 
 def test_vanilla_mode_and_one_vs_rest(trained):
     model, adata, _ = trained
-    res = differential_expression(model, groupby="group", mode="vanilla", n_samples_overall=1000)
+    res = model.differential_expression(groupby="group", mode="vanilla", n_samples_overall=1000)  # SCVI method
     assert set(res["comparison"]) == {"A vs Rest", "B vs Rest"} and len(res) == 2 * N_GENES
     b = res[res["group1"] == "B"]
     assert list(b.columns[:5]) == ["proba_m1", "proba_m2", "bayes_factor", "scale1", "scale2"]
