@@ -527,7 +527,8 @@ def write_figures(metrics: dict, arrays: dict, out_dir: Path, likelihoods: dict 
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for i, (lik, s) in enumerate(summary.items()):
             axes[0].plot(x, s["spearman_by_library_decile"], marker="o", ms=3, color=f"C{i}", label=lik)
-        axes[0].plot(x, table["ceiling_split_half_median"], "k-", label="noise ceiling")
+        axes[0].plot(x, table["ceiling_split_half_median"], "k-", label=LABELS["ceiling_split_half"])
+        axes[0].plot(x, table["oracle_poisson_median"], "k--", label=LABELS["oracle_poisson"])
         axes[0].set_xlabel("library-size decile")
         axes[0].set_ylabel("per-cell Spearman vs fold B (median)")
         axes[0].legend(fontsize=8)
@@ -535,7 +536,9 @@ def write_figures(metrics: dict, arrays: dict, out_dir: Path, likelihoods: dict 
         axes[1].bar(liks, [summary[k]["heldout_loglik_per_cell"] for k in liks], color=[f"C{i}" for i in range(len(liks))])
         vals = [summary[k]["heldout_loglik_per_cell"] for k in liks]
         axes[1].set_ylim(min(vals) - 0.02 * abs(min(vals)), max(vals) + 0.01 * abs(min(vals)))
-        axes[1].set_ylabel("held-out log-likelihood per cell")
+        axes[1].set_ylabel("held-out log-likelihood per cell (higher is better)")
+        for i, v in enumerate(vals):
+            axes[1].text(i, v, f"{v:.1f}", ha="center", va="top", fontsize=8)
         fig.suptitle(f"{title} likelihood choice".strip())
         fig.tight_layout()
         fig.savefig(out_dir / "likelihood_comparison.png", dpi=110)
