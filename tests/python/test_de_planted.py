@@ -108,3 +108,22 @@ def test_fdr_calls_follow_posterior_expected_fdr():
     # sorted: .99 .97 .9 .5 .2 -> expected FDR .01 .02 .0467 .16 ...
     np.testing.assert_array_equal(fdr_de_calls(p, 0.05), [True, False, True, True, False])
     np.testing.assert_array_equal(fdr_de_calls(p, 0.015), [True, False, False, False, False])
+
+
+def test_batch_correction_with_two_batches():
+    from conftest import simulate_counts
+
+    adata = simulate_counts(n_cells=240, n_genes=40, n_batches=2, seed=1)
+    pybridge.SCVI.setup_anndata(adata, batch_key="batch")
+    model = pybridge.SCVI(adata, n_latent=3, n_hidden=32)
+    model.train(max_epochs=15, batch_size=64, n_epochs_kl_warmup=5, seed=0, progress=False, accelerator="cpu")
+    res = model.differential_expression(groupby="cell_type", group1="type0", group2="type1", mode="change",
+                                        batch_correction=True, n_samples_overall=400)
+    assert len(res) == 40 and res["proba_de"].between(0, 1).all()
+    assert np.isfinite(res[["lfc_mean", "scale1", "scale2"]].to_numpy()).all()
+    one_batch = model.differential_expression(groupby="cell_type", group1="type0", group2="type1", mode="change",
+                                              batch_correction=True, batchid1=["b0"], batchid2=["b0"],
+                                              n_samples_overall=400)
+    assert len(one_batch) == 40
+    with pytest.raises(PybridgeError, match="not batches of the model"):
+        model.differential_expression(groupby="cell_type", group1="type0", batch_correction=True, batchid1=["b9"])
