@@ -8,8 +8,12 @@
 #' Creates (or reuses) a Python virtual environment with pip and installs the
 #' `pybridge` Python package into it, pinning `numpy < 2` when the installed
 #' reticulate is older than 1.38 (older reticulate cannot talk to NumPy 2).
-#' Run it once, then restart R; [usePybridge()] or the first pybridge call
-#' binds the environment.
+#' Run it once; afterwards the first pybridge call binds the `"r-pybridge"`
+#' environment (or pick another with [usePybridge()]). If Python was already
+#' bound in this session, restart R first. With reticulate < 1.38, `numpy<2` is
+#' pinned. On a CPU-only machine, install the CPU build of torch, e.g.
+#' `extra_packages = "torch"` with
+#' `pip_options = "--extra-index-url https://download.pytorch.org/whl/cpu"`.
 #'
 #' @param envname Name of (or path to) the virtual environment.
 #' @param python Python interpreter used to create the environment
@@ -33,13 +37,16 @@ installPybridge <- function(envname = "r-pybridge", python = NULL, package = "py
                  "or pass installPybridge(python = \"/path/to/python3\")", call. = FALSE)
         }
     }
+    # R exports LD_LIBRARY_PATH with the system library directory first; a Python built
+    # elsewhere (pyenv, conda) then loads the system libpython and its ssl module breaks.
+    old_ld <- Sys.getenv("LD_LIBRARY_PATH", unset = NA)
+    Sys.unsetenv("LD_LIBRARY_PATH")
+    on.exit(if (!is.na(old_ld)) Sys.setenv(LD_LIBRARY_PATH = old_ld), add = TRUE)
+    numpy <- if (utils::packageVersion("reticulate") < "1.38") "numpy<2" else "numpy"
     if (!reticulate::virtualenv_exists(envname)) {
-        reticulate::virtualenv_create(envname, python = python)
+        reticulate::virtualenv_create(envname, python = python, packages = c("pip", "wheel", "setuptools", numpy))
     }
-    pkgs <- c(package, extra_packages)
-    if (utils::packageVersion("reticulate") < "1.38") {
-        pkgs <- c("numpy<2", pkgs)
-    }
+    pkgs <- c(numpy, package, extra_packages)
     reticulate::virtualenv_install(envname, packages = pkgs, pip_options = pip_options,
                                    ignore_installed = FALSE)
     invisible(reticulate::virtualenv_python(envname))

@@ -15,7 +15,8 @@ python_exe <- function() reticulate::py_config()$python
 run_python <- function(code) {
     f <- tempfile(fileext = ".py")
     writeLines(code, f)
-    out <- suppressWarnings(system2(python_exe(), f, stdout = TRUE, stderr = TRUE))
+    # without R's LD_LIBRARY_PATH, which can make a pyenv/conda Python load the system libpython
+    out <- suppressWarnings(system2(python_exe(), f, stdout = TRUE, stderr = TRUE, env = "LD_LIBRARY_PATH="))
     status <- attr(out, "status")
     if (!is.null(status) && status != 0) stop("python failed:\n", paste(out, collapse = "\n"))
     out
