@@ -283,9 +283,12 @@ class SCVI(BaseModel):
     def get_reconstruction_error(
         self, adata: AnnData | None = None, indices=None, batch_size: int | None = None
     ) -> dict[str, float]:
-        """Per-cell mean log p(x | z) under ``{"reconstruction_loss": ...}`` (higher is better, as scvi-tools)."""
+        """Per-cell mean negative log p(x | z) under ``{"reconstruction_loss": ...}`` (lower is better).
+
+        The sign is that of scvi-tools 1.4.2's return value (a positive NLL).
+        """
         rec, _ = self._loss_terms(adata, indices, batch_size)
-        return {"reconstruction_loss": -rec}
+        return {"reconstruction_loss": rec}
 
     @torch.inference_mode()
     def get_marginal_ll(

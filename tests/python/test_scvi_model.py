@@ -44,7 +44,8 @@ def test_options_train_and_decode(small_adata, setup, kwargs):
     assert pp.shape == (n, g, 2) and (pp >= 0).all() and np.all(pp == np.round(pp))
     params = model.get_likelihood_parameters()
     assert params["mean"].shape == (n, g)
-    assert np.isfinite(model.get_elbo()) and np.isfinite(model.get_reconstruction_error()["reconstruction_loss"])
+    elbo, rec = model.get_elbo(), model.get_reconstruction_error()["reconstruction_loss"]
+    assert np.isfinite(elbo) and elbo < 0 < rec < -elbo  # ELBO = -(reconstruction NLL + KL)
 
 
 def test_split_and_indices(small_adata):
