@@ -8,4 +8,4 @@ from pybridge.models.condscvi import CondSCVI  # noqa: E402
 from pybridge.models.destvi import DestVI  # noqa: E402
 from pybridge import datasets  # noqa: E402
 
-__all__ = ["SCVI", "PybridgeError", "datasets", "__version__"]
+__all__ = ["SCVI", "CondSCVI", "DestVI", "PybridgeError", "datasets", "__version__"]

@@ -150,7 +150,10 @@ def registry_from_scvi_tools(attr_dict: dict, var_names) -> Registry:
     if args.get("size_factor_key") is not None:
         raise PybridgeError("models trained with size_factor_key are not supported")
     fields = reg.get("field_registries", {})
-    state = lambda name: fields.get(name, {}).get("state_registry", {})
+
+    def state(name: str) -> dict:
+        return fields.get(name, {}).get("state_registry", {})
+
     registry = Registry(
         layer=args.get("layer"),
         batch_key=args.get("batch_key"),
