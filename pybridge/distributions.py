@@ -106,14 +106,14 @@ def _lgamma_ratio_and_grad(x: torch.Tensor, theta: torch.Tensor, need_grad: bool
     n_genes = theta.shape[0]
     steps = theta.unsqueeze(1) + torch.arange(_TABLE_SIZE - 1, device=theta.device, dtype=theta.dtype)
     zeros = torch.zeros(n_genes, 1, device=theta.device, dtype=theta.dtype)
-    counts = x.reshape(-1).long()
-    gene_offset = (torch.arange(n_genes, device=x.device) * _TABLE_SIZE).repeat(counts.numel() // n_genes)
-    flat = counts.clamp(max=_TABLE_SIZE - 1) + gene_offset
+    counts = x.to(torch.int32)
+    large = torch.nonzero(counts.reshape(-1) >= _TABLE_SIZE).squeeze(1)
+    gene_offset = torch.arange(0, n_genes * _TABLE_SIZE, _TABLE_SIZE, device=x.device, dtype=torch.int32)
+    flat = counts.clamp_(max=_TABLE_SIZE - 1).add_(gene_offset).reshape(-1)  # table position of each entry
     value = torch.cat([zeros, torch.cumsum(torch.log(steps), 1)], 1).reshape(-1).index_select(0, flat)
     grad = None
     if need_grad:
         grad = torch.cat([zeros, torch.cumsum(1.0 / steps, 1)], 1).reshape(-1).index_select(0, flat)
-    large = torch.nonzero(counts >= _TABLE_SIZE).squeeze(1)
     if large.numel():
         th = theta.index_select(0, large % n_genes)
         xl = x.reshape(-1).index_select(0, large)
@@ -171,6 +171,7 @@ class _CountLogLikSum(torch.autograd.Function):
         return ll.sum(-1)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, upstream):
         scale = upstream.unsqueeze(-1)
         out = [None] + [scale * g if present else None for present, g in zip(ctx.present, ctx.saved_tensors)]
