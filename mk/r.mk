@@ -1,6 +1,6 @@
 # R package targets (included from the top-level Makefile).
 #   r-deps      install the Debian R packages the R package needs (only those missing)
-#   r-install   install the R package into $(R_LIB) (a project-local library)
+#   r-install   install the R package into $(R_LIB) (a project-local library), when its sources changed
 #   r-test      testthat suite against the project venv (Python-skips become failures)
 #   r-vignettes R CMD build: knits both vignettes once, giving $(R_TARBALL)
 #   r-check     R CMD check --no-manual on that tarball (tests and vignettes already ran above)
@@ -17,7 +17,7 @@ R_ENV = RETICULATE_PYTHON=$(R_VENV_PYTHON) PYTHONPATH=$(CURDIR) R_LIBS=$(R_LIB) 
         PYBRIDGE_REQUIRE_PYTHON=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
         _R_CHECK_FORCE_SUGGESTS_=false
 
-.PHONY: r-deps r-install r-test r-vignettes r-check r-all
+.PHONY: r-deps r-install r-test r-vignettes r-check r-all r-timing
 
 r-deps:
 	@missing=""; for p in $(R_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -27,19 +27,34 @@ r-deps:
 	else echo "Debian R packages present"; fi
 	@$(R_VENV_PYTHON) -c "import rpy2" 2>/dev/null || $(R_VENV_PYTHON) -m pip install -q "rpy2>=3.5.17,<3.6"
 
-r-install: r-deps
+R_STAMP := $(R_LIB)/pybridge/DESCRIPTION
+R_SOURCES := DESCRIPTION NAMESPACE $(wildcard R/*.R) $(wildcard man/*.Rd)
+
+r-install: r-deps $(R_STAMP)
+
+$(R_STAMP): $(R_SOURCES)
 	@mkdir -p $(R_LIB)
-	R CMD INSTALL --no-test-load --no-docs -l $(R_LIB) . >/dev/null
+	R CMD INSTALL --no-test-load -l $(R_LIB) . >/dev/null
 
 r-test: r-install
 	$(R_ENV) Rscript -e 'testthat::test_local(".", reporter = "summary", stop_on_failure = TRUE)'
 
+# R CMD build copies the whole source tree before applying .Rbuildignore (GBs of venvs here),
+# so build from a staged copy of just the R package's files.
+R_PKG_FILES := DESCRIPTION NAMESPACE .Rbuildignore R man vignettes tests/testthat.R tests/testthat
+
 r-vignettes: r-install
-	@mkdir -p $(R_BUILD_DIR)
-	cd $(R_BUILD_DIR) && $(R_ENV) R CMD build --no-manual $(CURDIR)
+	@rm -rf $(R_BUILD_DIR)/src && mkdir -p $(R_BUILD_DIR)/src
+	tar cf - $(R_PKG_FILES) | tar xf - -C $(R_BUILD_DIR)/src
+	cd $(R_BUILD_DIR) && $(R_ENV) R CMD build --no-manual src
 
 r-check: r-vignettes
 	cd $(R_BUILD_DIR) && $(R_ENV) R CMD check --no-manual --no-tests --no-vignettes --no-build-vignettes $(R_TARBALL)
 	@! grep -E "^Status: .*(ERROR|WARNING)" $(R_BUILD_DIR)/pybridge.Rcheck/00check.log
 
 r-all: r-test r-check
+
+# Wall-clock seconds of each R step (for the test-time budget).
+r-timing: r-install
+	@for t in r-test r-check; do s=$$(date +%s); $(MAKE) -s -f mk/r.mk $$t >/dev/null 2>&1 || exit 1; \
+	  echo "$$t: $$(( $$(date +%s) - s )) s"; done
