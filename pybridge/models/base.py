@@ -33,7 +33,6 @@ class BaseModel:
         self.validation_indices: np.ndarray | None = None
         self.is_trained = False
         self.device = torch.device("cpu")
-        self._cached_store: tuple[int, TensorStore] | None = None
 
     # ---- data -------------------------------------------------------------------------------------------
     @classmethod
@@ -61,8 +60,9 @@ class BaseModel:
         return self.adata
 
     def _store(self, adata: AnnData | None = None) -> TensorStore:
-        """A device-resident store of ``adata`` (the training data's store is cached); minified data give a
-        store of latent posteriors, data opened with :func:`pybridge.ooc.open_backed` an on-disk store."""
+        """A device-resident store of ``adata``, read afresh (so later edits of the data are seen); minified
+        data give a store of latent posteriors, data opened with :func:`pybridge.ooc.open_backed` an on-disk
+        store."""
         from pybridge.minify import MinifiedStore, is_minified, latent_cells_from_minified
         from pybridge.ooc import DiskStore, is_backed
 
@@ -71,16 +71,7 @@ class BaseModel:
             return MinifiedStore(latent_cells_from_minified(adata, self.registry), self.device)
         if is_backed(adata):
             return DiskStore.from_adata(adata, self.registry, self.device)
-        key = id(adata)
-        if self._cached_store is not None and self._cached_store[0] == key and adata is self.adata:
-            store = self._cached_store[1]
-            if store.device == self.device:
-                return store
-        X = aligned_counts(adata, self.registry)
-        store = TensorStore(X, covariate_arrays(adata, self.registry), self.device)
-        if adata is self.adata:
-            self._cached_store = (key, store)
-        return store
+        return TensorStore(aligned_counts(adata, self.registry), covariate_arrays(adata, self.registry), self.device)
 
     def _index_tensor(self, adata: AnnData | None, indices) -> torch.Tensor:
         n = self._adata(adata).n_obs

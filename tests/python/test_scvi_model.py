@@ -136,3 +136,11 @@ def test_sparse_store_matches_dense(small_adata):
     idx = torch.tensor([5, 0, 299, 17])
     assert torch.equal(dense.gather(idx)["X"], sparse.gather(idx)["X"])
     assert torch.allclose(dense.gather(idx)["log_x_factorial"], sparse.gather(idx)["log_x_factorial"])
+
+
+def test_outputs_read_the_data_afresh(small_adata):
+    model = _model(small_adata)
+    model.train(max_epochs=1, progress=False)
+    before = model.get_latent_representation()
+    small_adata.X = small_adata.X * 3  # the user edits the data after training
+    assert not np.allclose(model.get_latent_representation(), before)
