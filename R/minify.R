@@ -1,0 +1,120 @@
+# Minified scVI data: keep the latent posterior per cell, drop the counts, decode on demand.
+
+.MINIFY_TYPE <- "latent_posterior_parameters"
+
+.isMinified <- function(x) {
+    methods::is(x, "SummarizedExperiment") &&
+        identical(S4Vectors::metadata(x)$pybridge$minify_type, .MINIFY_TYPE)
+}
+
+.pyColumn <- function(frame, name) {
+    v <- reticulate::py_to_r(reticulate::py_get_item(frame, name)$to_numpy())
+    dim(v) <- NULL
+    as.double(v)
+}
+
+#' Minify and decode scVI data
+#'
+#' `minifySCVI()` replaces the counts of `x` by what the model needs to decode
+#' them: the latent posterior mean and variance of each cell (reducedDims
+#' `"scvi_latent_qzm"`, `"scvi_latent_qzv"`), its observed library size and
+#' log-normaliser (colData `observed_lib_size`, `pybridge_log_normalizer`).
+#' The counts become an all-zero sparse matrix and
+#' `metadata(x)$pybridge$minify_type` is `"latent_posterior_parameters"`
+#' (the layout of scvi-tools' minified AnnData). Only for models trained with
+#' the observed library size (the default).
+#'
+#' `scviDecode()` returns the expected expression (genes x cells) at the
+#' posterior mean, from minified or ordinary data.
+#'
+#' @param model An `SCVIModel`.
+#' @param x A SingleCellExperiment with the model's genes (for `scviDecode()`,
+#'   also a minified one).
+#' @param assay.type Assay with raw counts.
+#' @param batch Batch of each cell, as for [trainSCVI()].
+#' @return `minifySCVI()`: the minified SingleCellExperiment.
+#'   `scviDecode()`: a dense genes x cells matrix.
+#' @export
+#' @examples
+#' if (pybridgeAvailable()) {
+#'     counts <- matrix(rpois(2000, 2), 50, 40, dimnames = list(paste0("g", 1:50), paste0("c", 1:40)))
+#'     sce <- SingleCellExperiment::SingleCellExperiment(list(counts = counts))
+#'     model <- trainSCVI(sce, n_latent = 2, max_epochs = 2, path = tempfile())
+#'     mini <- minifySCVI(model, sce)
+#'     rho <- scviDecode(model, mini, genes = c("g1", "g2"))
+#' }
+minifySCVI <- function(model, x, assay.type = "counts", batch = NULL) {
+    if (!methods::is(x, "SingleCellExperiment")) {
+        stop("minifySCVI() needs a SingleCellExperiment, got '", class(x)[1], "'", call. = FALSE)
+    }
+    if (.isMinified(x)) stop("x is already minified", call. = FALSE)
+    input <- .modelInput(model, x, assay.type, batch)
+    mini <- .pyModel(model)$minify(input$adata)
+    obsm <- function(key) {
+        m <- reticulate::py_to_r(reticulate::py_get_item(mini$obsm, key))
+        m <- matrix(as.double(m), nrow = nrow(m))
+        dimnames(m) <- list(colnames(x), NULL)
+        m
+    }
+    SingleCellExperiment::reducedDim(x, "scvi_latent_qzm") <- obsm("scvi_latent_qzm")
+    SingleCellExperiment::reducedDim(x, "scvi_latent_qzv") <- obsm("scvi_latent_qzv")
+    x$observed_lib_size <- .pyColumn(mini$obs, "observed_lib_size")
+    x$pybridge_log_normalizer <- .pyColumn(mini$obs, "pybridge_log_normalizer")
+    zeros <- Matrix::sparseMatrix(i = integer(), j = integer(), x = double(), dims = dim(x),
+                                  dimnames = dimnames(x))
+    SummarizedExperiment::assay(x, assay.type, withDimnames = FALSE) <- zeros
+    meta <- S4Vectors::metadata(x)
+    meta$pybridge$minify_type <- .MINIFY_TYPE
+    S4Vectors::metadata(x) <- meta
+    x
+}
+
+# The minified AnnData for a minified SingleCellExperiment.
+.minifiedAnnData <- function(model, x, batch) {
+    for (key in c("scvi_latent_qzm", "scvi_latent_qzv")) {
+        if (!key %in% SingleCellExperiment::reducedDimNames(x)) {
+            stop("the minified data lack reducedDim '", key, "'; minify again with minifySCVI()", call. = FALSE)
+        }
+    }
+    for (key in c("observed_lib_size", "pybridge_log_normalizer")) {
+        if (!key %in% colnames(SummarizedExperiment::colData(x))) {
+            stop("the minified data lack colData column '", key, "'; minify again with minifySCVI()", call. = FALSE)
+        }
+    }
+    obs <- .emptyFrame(ncol(x))
+    b <- .resolveBatch(x, if (is.null(batch)) model@settings$batch_key else batch, ncol(x),
+                       default_key = if (is.null(model@settings$batch_key)) "batch" else model@settings$batch_key)
+    if (!is.null(b)) obs[[b$key]] <- b$values
+    cells <- .orDefault(colnames(x), ncol(x))
+    .pybridgeModule("pybridge.minify")$minified_from_arrays(
+        SingleCellExperiment::reducedDim(x, "scvi_latent_qzm"), SingleCellExperiment::reducedDim(x, "scvi_latent_qzv"),
+        .arr(as.double(x$observed_lib_size)), var_names = as.list(model@settings$genes),
+        obs = .frameToPandas(obs, cells), log_normalizer = .arr(as.double(x$pybridge_log_normalizer))
+    )
+}
+
+#' @rdname minifySCVI
+#' @param genes Genes to decode (default: all of the model's genes).
+#' @param library.size Library size the expression is scaled to (1 gives proportions).
+#' @export
+scviDecode <- function(model, x, genes = NULL, library.size = 1, assay.type = "counts", batch = NULL) {
+    if (is.null(genes)) genes <- model@settings$genes
+    missing <- setdiff(genes, model@settings$genes)
+    if (length(missing)) {
+        stop(length(missing), " of the genes are not in the model (e.g. '", missing[1], "')", call. = FALSE)
+    }
+    if (.isMinified(x)) {
+        adata <- .minifiedAnnData(model, x, batch)
+        cells <- .orDefault(colnames(x), ncol(x))
+    } else {
+        input <- .modelInput(model, x, assay.type, batch)
+        adata <- input$adata
+        cells <- input$cells
+    }
+    out <- .pyModel(model)$decode(adata = adata, genes = reticulate::r_to_py(as.list(genes)),
+                                 library_size = library.size, n_latent = NULL, chunk_size = 8192L)
+    out <- t(reticulate::py_to_r(out))
+    storage.mode(out) <- "double"
+    dimnames(out) <- list(genes, cells)
+    out
+}
