@@ -41,7 +41,7 @@ r-test: r-install
 
 # R CMD build copies the whole source tree before applying .Rbuildignore (GBs of venvs here),
 # so build from a staged copy of just the R package's files.
-R_PKG_FILES := DESCRIPTION NAMESPACE .Rbuildignore R man vignettes tests/testthat.R tests/testthat
+R_PKG_FILES := DESCRIPTION NAMESPACE .Rbuildignore LICENSE R man vignettes tests/testthat.R tests/testthat
 
 r-vignettes: r-install
 	@rm -rf $(R_BUILD_DIR)/src && mkdir -p $(R_BUILD_DIR)/src
