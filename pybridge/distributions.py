@@ -141,10 +141,12 @@ def _count_log_lik_and_grads(x, log_mu, theta, zi_logits, need, integer_counts=T
         softplus = F.softplus(zi_logits)
         kept_zero = nb_zero.sub_(softplus)  # log[(1 - pi) NB(0)]
         zero_case = torch.logaddexp(zi_logits - softplus, kept_zero)
-        positive = x > 0
-        ll = torch.where(positive, ll.sub_(softplus), zero_case)
+        # blend with a 0/1 float mask rather than where/masked_fill, which are several times slower on CPU
+        positive = (x > 0).to(ll.dtype)
+        ll = ll.sub_(softplus).sub_(zero_case).mul_(positive).add_(zero_case)
         if any(need):  # responsibility of the NB component for each zero (1 where x > 0)
-            weight = kept_zero.sub_(zero_case).exp_().masked_fill_(positive, 1.0)
+            nb_share_at_zero = kept_zero.sub_(zero_case).exp_()
+            weight = torch.sub(1.0, nb_share_at_zero).mul_(positive).add_(nb_share_at_zero)
     grads: list[torch.Tensor | None] = [None, None, None]
     if need[0] or need[1]:
         share = (x + theta).div_(mu + theta)  # (x + theta) / (theta + mu)
@@ -156,8 +158,8 @@ def _count_log_lik_and_grads(x, log_mu, theta, zi_logits, need, integer_counts=T
         for grad in grads[:2]:
             if grad is not None:
                 grad.mul_(weight)
-        if need[2]:
-            grads[2] = torch.sub(1.0, weight).masked_fill_(positive, 0.0).sub_(torch.sigmoid(zi_logits))
+        if need[2]:  # d/dz: (1 - weight) at zeros, 0 elsewhere, minus sigmoid(z)
+            grads[2] = torch.sub(1.0, weight).sub_(torch.sigmoid(zi_logits))
     return ll, grads
 
 
