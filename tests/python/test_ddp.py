@@ -68,7 +68,9 @@ model = pybridge.SCVI(adata, n_hidden=16, n_latent=3)
 ctx = distributed.context_from_env("cpu")
 distributed.train_distributed(model, ctx, max_epochs=3, batch_size=64, progress=False)
 weights = sum(float(p.detach().double().sum()) for p in model.module.parameters())
-print(json.dumps({"rank": ctx.rank, "weights": weights, "elbo": model.history["elbo_validation"][-1]}))
+report = {"rank": ctx.rank, "weights": weights, "elbo": model.history["elbo_validation"][-1]}
+with open(f"{sys.argv[2]}/rank{ctx.rank}.json", "w") as fh:
+    json.dump(report, fh)
 distributed.cleanup(ctx)
 """
 
@@ -80,11 +82,12 @@ def test_two_ranks_train_from_disk_to_identical_weights(tmp_path):
     script.write_text(BACKED_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(data)],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(data), str(tmp_path)],
         check=False, capture_output=True, text=True, cwd=ROOT, timeout=240, env=env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    # one file per rank: the ranks' stdout lines interleave when torchrun merges them
+    reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert sorted(r["rank"] for r in reports) == [0, 1]
     assert reports[0]["weights"] == reports[1]["weights"] and reports[0]["elbo"] == reports[1]["elbo"]
     assert np.isfinite(reports[0]["elbo"])
