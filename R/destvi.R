@@ -1,8 +1,8 @@
 # Spatial deconvolution with DestVI (CondSCVI on a labelled reference, DestVI on the spots).
 
 .DESTVI_INTEGER_ARGS <- c("sc_max_epochs", "st_max_epochs", "batch_size", "vamp_prior_p", "n_latent", "seed")
-.DESTVI_ARGS <- c(.DESTVI_INTEGER_ARGS, "lr", "amortization", "l1_reg", "weight_obs", "cell_fractions",
-                  "accelerator", "progress")
+.DESTVI_ARGS <- c(.DESTVI_INTEGER_ARGS, "lr", "amortization", "l1_reg", "augmentation_weight", "weight_obs",
+                  "cell_fractions", "accelerator", "progress")
 
 .destviArgs <- function(args) {
     if (length(args) && (is.null(names(args)) || any(!nzchar(names(args))))) {
@@ -66,7 +66,7 @@
 #' @param assay.type Assay (Seurat: layer) with raw counts, in both objects.
 #' @param ... Arguments of Python's `pybridge.deconvolve.run_destvi()`:
 #'   `sc_max_epochs`, `st_max_epochs`, `batch_size`, `lr`, `vamp_prior_p`,
-#'   `amortization`, `l1_reg`, `weight_obs`, `n_latent`, `cell_fractions`,
+#'   `amortization`, `l1_reg`, `augmentation_weight`, `weight_obs`, `n_latent`, `cell_fractions`,
 #'   `accelerator`, `seed`, `progress`.
 #' @return `spots` with the proportions added.
 #' @export

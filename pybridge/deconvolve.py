@@ -37,6 +37,7 @@ def run_destvi(
     vamp_prior_p: int | None = 15,
     amortization: str = "both",
     l1_reg: float = 0.0,
+    augmentation_weight: float | None = None,
     weight_obs: bool = False,
     n_latent: int = 5,
     cell_fractions: bool = False,
@@ -48,7 +49,8 @@ def run_destvi(
 
     Neither input is modified: both are subset (copied) to the shared genes, which are reported with a
     warning when the overlap is partial (an error under 50). ``cell_fractions=True`` reports shares of cells
-    instead of shares of expression (see :meth:`DestVI.get_proportions`).
+    instead of shares of expression (see :meth:`DestVI.get_proportions`). ``augmentation_weight`` is the
+    synthetic-spot supervision of :class:`DestVI` (None = its default; 0 = the paper's objective).
     """
     for name, value in (("spots", spots), ("reference", reference)):
         if not isinstance(value, AnnData):
@@ -66,7 +68,7 @@ def run_destvi(
     sc_model.train(max_epochs=sc_max_epochs, accelerator=accelerator, seed=seed, progress=progress)
     DestVI.setup_anndata(spots, layer=spots_layer)
     st_model = DestVI.from_rna_model(spots, sc_model, vamp_prior_p=vamp_prior_p, amortization=amortization,
-                                     l1_reg=l1_reg)
+                                     l1_reg=l1_reg, augmentation_weight=augmentation_weight)
     st_model.train(max_epochs=st_max_epochs, lr=lr, batch_size=batch_size, accelerator=accelerator, seed=seed,
                    progress=progress)
     proportions = st_model.get_proportions(cell_fractions=cell_fractions)

@@ -32,6 +32,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--amortization", choices=["both", "latent", "proportion", "none"], default="both",
                    help="which DestVI parameters come from encoder networks (default both)")
     p.add_argument("--l1-reg", type=float, default=0.0, help="L1 penalty on the proportions (default 0)")
+    p.add_argument("--augmentation-weight", type=float, default=None,
+                   help="weight of the synthetic-spot supervision of the proportion network (default 1000 with "
+                   "amortized proportions; 0 = the DestVI paper's objective)")
     p.add_argument("--cell-fractions", action="store_true",
                    help="report shares of cells (weights divided by each type's mean reference library) instead "
                    "of shares of expression")
@@ -52,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         spots, reference, labels_key=args.labels_key, spots_layer=args.spots_layer,
         reference_layer=args.reference_layer, sc_max_epochs=args.sc_max_epochs, st_max_epochs=args.st_max_epochs,
         batch_size=args.batch_size, lr=args.lr, vamp_prior_p=args.vamp_prior_p, amortization=args.amortization,
-        l1_reg=args.l1_reg, weight_obs=args.weight_obs, cell_fractions=args.cell_fractions, accelerator=args.accelerator, seed=args.seed,
+        l1_reg=args.l1_reg, augmentation_weight=args.augmentation_weight, weight_obs=args.weight_obs,
+        cell_fractions=args.cell_fractions, accelerator=args.accelerator, seed=args.seed,
         progress=False if args.no_progress else None,
     )
     spots.obsm["destvi_proportions"] = result.proportions.loc[spots.obs_names]

@@ -9,6 +9,13 @@ reparametrisation) so that, like rho, it starts on the scale of one gene's share
 beta a variance penalty (beta_reg), eta a N(0, 1) prior (eta_reg), v an optional L1 penalty (l1_reg).
 With ``amortization`` "both" / "latent" / "proportion", gamma and/or v come from networks of log1p(x_s);
 otherwise they are free per-spot parameters.
+
+Synthetic-spot supervision (when v comes from a network and ``augmentation_weight`` > 0): every step also
+draws as many synthetic spots as the minibatch holds from the model itself, with compositions
+w ~ Dirichlet(``augmentation_concentration``), states gamma from the prior, the minibatch's libraries and NB
+counts, and adds ``augmentation_weight`` x the cross-entropy between w and the proportions the network reads
+from those counts. The reconstruction alone leaves similar types interchangeable (gamma can move one type's
+profile towards another's); the synthetic spots tie the proportion network to compositions it can verify.
 """
 
 from __future__ import annotations
@@ -54,12 +61,16 @@ class DestVIModule(nn.Module):
         beta_reg: float = 5.0,
         eta_reg: float = 1e-4,
         dropout_amortization: float = 0.05,
+        augmentation_weight: float = 0.0,
+        augmentation_concentration: float = 0.1,
     ):
         super().__init__()
         self.n_spots, self.n_labels, self.n_genes = n_spots, n_labels, n_genes
         self.n_latent = n_latent
         self.amortization = amortization
         self.l1_reg, self.beta_reg, self.eta_reg = l1_reg, beta_reg, eta_reg
+        self.augmentation_weight = augmentation_weight
+        self.augmentation_concentration = augmentation_concentration
         self.decoder = cell_type_decoder(n_latent, n_labels, n_layers, n_hidden)
         self.px_decoder = nn.Sequential(nn.Linear(n_hidden, n_genes), nn.Softplus())
         for param in [*self.decoder.parameters(), *self.px_decoder.parameters()]:
@@ -127,6 +138,37 @@ class DestVIModule(nn.Module):
         labels = torch.full((gamma.shape[0],), label, device=gamma.device, dtype=torch.long)
         return torch.exp(self.beta) * self.px_decoder(self.decoder(gamma, labels))
 
+    def sample_gamma_prior(self, n: int) -> torch.Tensor:
+        """States drawn from the gamma prior (VampPrior per type, or N(0, I)), [n, n_labels, n_latent]."""
+        if not self.use_vamp_prior:
+            return torch.randn(n, self.n_labels, self.n_latent, device=self.px_o.device)
+        component = torch.multinomial(self.mp_vprior, n, replacement=True).T  # n, labels
+        label = torch.arange(self.n_labels, device=component.device).expand(n, -1)
+        mean, var = self.mean_vprior[label, component], self.var_vprior[label, component]
+        return mean + var.sqrt() * torch.randn_like(mean)
+
+    @torch.no_grad()
+    def synthetic_spots(self, library: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """NB counts of spots with random compositions and prior states, one per entry of ``library`` [n, 1].
+
+        Returns (counts [n, genes], compositions [n, n_labels]); a composition is the share of the spot's
+        expected counts from each type, i.e. the target of :meth:`get_proportions`.
+        """
+        n = library.shape[0]
+        concentration = torch.full((self.n_labels,), self.augmentation_concentration, device=library.device)
+        composition = torch.distributions.Dirichlet(concentration).sample((n,))
+        rho = self.cell_type_rho(self.sample_gamma_prior(n)) * torch.exp(self.beta)
+        total_count = (library * torch.bmm(composition[:, None], rho).squeeze(1)).clamp_min(1e-8)
+        rate = torch.distributions.Gamma(total_count, torch.exp(-self.px_o).expand_as(total_count)).sample()
+        return torch.poisson(rate), composition
+
+    def augmentation_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy between synthetic spots' compositions and the proportions read from them."""
+        counts, composition = self.synthetic_spots(x.sum(1, keepdim=True))
+        weights = self.get_weights(counts, None)
+        log_share = torch.log(weights[:, :-1] / weights.sum(1, keepdim=True) + 1e-8)
+        return -(composition * log_share).sum(1).mean()
+
     def _gamma_neg_log_prior(self, gamma: torch.Tensor) -> torch.Tensor:
         """-log p(gamma) summed over types, [n]; VampPrior mixture per cell type or N(0, I)."""
         if not self.use_vamp_prior:
@@ -146,4 +188,6 @@ class DestVIModule(nn.Module):
         kl_global = -self.eta_reg * torch.distributions.Normal(0.0, 1.0).log_prob(self.eta).sum()
         kl_global = kl_global + self.beta_reg * torch.var(self.beta)
         loss = self.n_spots * torch.mean(reconstruction + kl_weight * kl_local) + kl_global
+        if self.training and self.augmentation_weight > 0:
+            loss = loss + self.n_spots * self.augmentation_weight * self.augmentation_loss(x)
         return LossOutput(loss=loss, reconstruction=reconstruction, kl_local=kl_local, kl_global=kl_global)

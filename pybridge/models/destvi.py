@@ -22,6 +22,7 @@ MIN_RELIABLE_SPOTS = 50
 MAX_BATCH_SIZE = 128
 MIN_BATCH_SIZE = 4
 DEFAULT_CHUNK = 1024
+DEFAULT_AUGMENTATION_WEIGHT = 1000.0
 
 
 def default_batch_size(n_spots: int) -> int:
@@ -66,6 +67,8 @@ class DestVI(BaseModel):
         beta_reg: float = 5.0,
         eta_reg: float = 1e-4,
         dropout_amortization: float = 0.05,
+        augmentation_weight: float | None = None,
+        augmentation_concentration: float = 0.1,
     ):
         if not isinstance(sc_model, CondSCVI):
             raise PybridgeError(
@@ -87,6 +90,7 @@ class DestVI(BaseModel):
             )
         if amortization not in AMORTIZATIONS:
             raise PybridgeError(f"amortization must be one of {AMORTIZATIONS}, got {amortization!r}")
+        augmentation_weight = _resolve_augmentation(augmentation_weight, augmentation_concentration, amortization)
         if SETUP_KEY not in st_adata.uns:
             register_anndata(st_adata)
         st_registry = registry_of(st_adata)
@@ -99,10 +103,12 @@ class DestVI(BaseModel):
         if vamp_prior_p is not None:
             prior_mean, prior_var, prior_weight = sc_model.get_vamp_prior(sc_model.adata, p=vamp_prior_p)
         self._init_params = {
-            "reference_library": _mean_library_per_type(sc_model, genes), "n_spots": st_adata.n_obs, "cell_types": sc_model.cell_types, "n_hidden": reference.n_hidden,
+            "reference_library": _mean_library_per_type(sc_model, genes), "n_spots": st_adata.n_obs,
+            "cell_types": sc_model.cell_types, "n_hidden": reference.n_hidden,
             "n_latent": reference.n_latent, "n_layers": reference.n_layers, "vamp_prior_p": vamp_prior_p,
             "amortization": amortization, "l1_reg": l1_reg, "beta_reg": beta_reg, "eta_reg": eta_reg,
-            "dropout_amortization": dropout_amortization,
+            "dropout_amortization": dropout_amortization, "augmentation_weight": augmentation_weight,
+            "augmentation_concentration": augmentation_concentration,
         }
         self.module = self._build_module(registry, **self._init_params)
         position = torch.as_tensor(pd.Index(sc_model.registry.var_names).get_indexer(genes))
@@ -257,6 +263,23 @@ class DestVI(BaseModel):
         label = self.cell_types.index(cell_type)
         values = self._per_spot(lambda x, idx: self.module.get_scale_for_ct(x, idx, label), indices, batch_size)
         return pd.DataFrame(values, index=self._spot_names(indices), columns=self.registry.var_names)
+
+
+def _resolve_augmentation(weight: float | None, concentration: float, amortization: str) -> float:
+    """The synthetic-spot weight: the default for amortized proportions, 0 for free ones; checks the values."""
+    if not np.isfinite(concentration) or concentration <= 0:
+        raise PybridgeError(f"augmentation_concentration must be > 0, got {concentration!r}")
+    amortized = amortization in ("both", "proportion")
+    if weight is None:
+        return DEFAULT_AUGMENTATION_WEIGHT if amortized else 0.0
+    if not np.isfinite(weight) or weight < 0:
+        raise PybridgeError(f"augmentation_weight must be a finite number >= 0, got {weight!r}")
+    if weight > 0 and not amortized:
+        raise PybridgeError(
+            f"augmentation_weight={weight} needs proportions from a network (amortization 'both' or "
+            f"'proportion'); with amortization={amortization!r} pass augmentation_weight=0"
+        )
+    return float(weight)
 
 
 def _mean_library_per_type(sc_model: CondSCVI, genes: list[str]) -> list[float]:
