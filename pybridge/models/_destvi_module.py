@@ -16,6 +16,8 @@ w ~ Dirichlet(``augmentation_concentration``), states gamma from the prior, the 
 counts, and adds ``augmentation_weight`` x the cross-entropy between w and the proportions the network reads
 from those counts. The reconstruction alone leaves similar types interchangeable (gamma can move one type's
 profile towards another's); the synthetic spots tie the proportion network to compositions it can verify.
+scvi-tools 1.4's DestVI also trains its proportion encoder on simulated spots; this is a simpler variant of
+that idea (bench/RESULTS.md compares both).
 """
 
 from __future__ import annotations
