@@ -31,6 +31,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--continuous-covariate", action="append", default=None, metavar="KEY",
                    help="obs column of an extra continuous covariate (repeatable)")
     p.add_argument("--allow-non-integer", action="store_true", help="accept non-integer counts (e.g. expected counts)")
+    p.add_argument("--backed", action="store_true",
+                   help="train from disk without loading the counts (.h5ad or .zarr with CSR or dense X/layer); "
+                   "under torchrun each rank reads only its own cells. The latent .h5ad then holds obs, var and "
+                   "obsm['X_scVI'] but no counts")
+    p.add_argument("--buffer-cells", type=int, default=20_000,
+                   help="with --backed: cells held in memory per shuffle buffer (default 20000)")
     p.add_argument("--n-latent", type=int, default=10, help="latent dimensions (default 10)")
     p.add_argument("--n-hidden", type=int, default=128, help="hidden units per layer (default 128)")
     p.add_argument("--n-layers", type=int, default=1, help="hidden layers in encoder and decoder (default 1)")
@@ -52,15 +58,37 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _open_data(args: argparse.Namespace):
+    """The registered AnnData: read into memory, or (``--backed``) standing for the counts on disk."""
+    import pybridge
+
+    covariates = {
+        "layer": args.layer, "batch_key": args.batch_key, "labels_key": args.labels_key,
+        "categorical_covariate_keys": args.categorical_covariate,
+        "continuous_covariate_keys": args.continuous_covariate,
+    }
+    if not args.backed:
+        adata = read_input(args.input)
+        pybridge.SCVI.setup_anndata(adata, allow_non_integer=args.allow_non_integer, **covariates)
+        return adata
+    from pybridge.ooc import open_backed
+
+    if Path(args.input).suffix.lower() not in (".h5ad", ".zarr"):
+        raise PybridgeError(f"--backed reads .h5ad or .zarr data, not {args.input}; convert it with pybridge convert")
+    if not Path(args.input).exists():
+        raise PybridgeError(f"no such file: {args.input}")
+    if args.allow_non_integer:
+        raise PybridgeError("--allow-non-integer is not available with --backed (counts are checked while streaming)")
+    if args.buffer_cells < 1:
+        raise PybridgeError(f"--buffer-cells must be >= 1, got {args.buffer_cells}")
+    chunk_cells = max(1, min(1_000, args.buffer_cells // 10))
+    return open_backed(args.input, buffer_cells=args.buffer_cells, chunk_cells=chunk_cells, **covariates)
+
+
 def run(args: argparse.Namespace) -> int:
     import pybridge
 
-    adata = read_input(args.input)
-    pybridge.SCVI.setup_anndata(
-        adata, layer=args.layer, batch_key=args.batch_key, labels_key=args.labels_key,
-        categorical_covariate_keys=args.categorical_covariate,
-        continuous_covariate_keys=args.continuous_covariate, allow_non_integer=args.allow_non_integer,
-    )
+    adata = _open_data(args)
     model = pybridge.SCVI(
         adata, n_hidden=args.n_hidden, n_latent=args.n_latent, n_layers=args.n_layers,
         dropout_rate=args.dropout_rate, dispersion=args.dispersion, gene_likelihood=args.gene_likelihood,

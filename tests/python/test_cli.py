@@ -47,3 +47,19 @@ def test_errors_are_one_line_exit_2(small_adata, tmp_path):
     result = _run("train", str(data), "--output", str(tmp_path / "m"), "--batch-key", "nope")
     assert result.returncode == 2 and "batch_key 'nope' is not a column" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_backed_training_and_its_errors(small_adata, tmp_path, capsys):
+    data = tmp_path / "in.h5ad"
+    small_adata.write_h5ad(data)
+    code = main(["train", str(data), "--output", str(tmp_path / "model"), "--max-epochs", "2", "--n-latent", "3",
+                 "--batch-key", "batch", "--backed", "--buffer-cells", "50", "--no-progress"])
+    assert code == 0
+    latent = ad.read_h5ad(tmp_path / "model" / "latent.h5ad")
+    assert latent.X is None and latent.obsm["X_scVI"].shape == (300, 3)
+    for extra, message in ((["--allow-non-integer"], "not available with --backed"),
+                           (["--buffer-cells", "0"], "--buffer-cells must be >= 1")):
+        assert main(["train", str(data), "--output", str(tmp_path / "m2"), "--backed", *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "x.rds"), "--output", str(tmp_path / "m3"), "--backed"]) == 2
+    assert "--backed reads .h5ad or .zarr" in capsys.readouterr().err
