@@ -225,10 +225,19 @@ def compute_log_normalizers(module, cells: LatentCells, chunk_size: int = DEFAUL
 
 def minify(model, adata: AnnData | None = None, batch_size: int | None = None) -> AnnData:
     """A minified copy of ``adata`` (default: the model's data): latent posterior, library size and
-    log-normaliser per cell, obs/var/obsm kept, counts replaced by all-zero sparse matrices."""
+    log-normaliser per cell, obs/var/obsm kept, counts replaced by all-zero sparse matrices.
+
+    An ``adata`` already minified without the log-normaliser (e.g. by scvi-tools) comes back as a copy with
+    ``obs["pybridge_log_normalizer"]`` added, so that decoding gene subsets no longer touches every gene."""
     adata = model._adata(adata)
     if is_minified(adata):
-        raise PybridgeError("adata is already minified")
+        if LOG_NORMALIZER_KEY in adata.obs:
+            raise PybridgeError(f"adata is already minified (with obs[{LOG_NORMALIZER_KEY!r}])")
+        out = adata.copy()
+        out.obs[LOG_NORMALIZER_KEY] = compute_log_normalizers(
+            model.module, latent_cells_from_minified(adata, model.registry)
+        )
+        return out
     cells = latent_cells(model, adata, batch_size=batch_size)
     lognorm = compute_log_normalizers(model.module, cells)
     registry = model.registry

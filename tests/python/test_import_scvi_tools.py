@@ -66,6 +66,10 @@ def test_scvi_tools_minified_adata_decodes(imported, expected):
     genes = list(imported.registry.var_names[5:12])
     values = imported.decode(adata=minified, genes=genes)
     np.testing.assert_allclose(values, expected["normalized"][:, 5:12], atol=1e-5)
+    # scvi-tools stores no log-normaliser; minify() adds it, and subset decoding then skips the other genes
+    with_normalizer = imported.minify(minified)
+    assert "pybridge_log_normalizer" in with_normalizer.obs and "pybridge_log_normalizer" not in minified.obs
+    np.testing.assert_allclose(imported.decode(adata=with_normalizer, genes=genes), values, atol=1e-6)
 
 
 class _Payload:

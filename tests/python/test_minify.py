@@ -84,6 +84,11 @@ def test_decode_without_normaliser_falls_back_to_full_softmax(trained_model):
     with_norm = model.decode(adata=mini, genes=["gene3"])
     del mini.obs[LOG_NORMALIZER_KEY]
     np.testing.assert_allclose(model.decode(adata=mini, genes=["gene3"]), with_norm, atol=1e-7)
+    # minifying such a file (as scvi-tools writes it) adds the normaliser back, on a copy
+    restored = model.minify(mini)
+    assert LOG_NORMALIZER_KEY not in mini.obs
+    np.testing.assert_allclose(restored.obs[LOG_NORMALIZER_KEY], model.minify().obs[LOG_NORMALIZER_KEY], rtol=1e-6)
+    np.testing.assert_allclose(restored.obsm["scvi_latent_qzm"], mini.obsm["scvi_latent_qzm"])
 
 
 def test_bad_requests_are_clear(trained_model):
