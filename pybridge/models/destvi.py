@@ -59,9 +59,9 @@ class DestVI(BaseModel):
     ``augmentation_weight`` (default 1000 when the proportions come from a network, amortization "both" or
     "proportion"; it must be 0 otherwise) adds the synthetic-spot supervision of
     :mod:`pybridge.models._destvi_module`, with compositions drawn from Dirichlet(``augmentation_concentration``).
-    0 gives the objective of the DestVI paper, which fits similar types interchangeably. On 200 cbmc pseudo-spots
-    (13 types, bench/RESULTS.md), mean per-type Pearson was 0.37 with it after 300 epochs, and 0.42 after 2000
-    while the loss kept falling, below NNLS (0.74). With the supervision it was 0.77.
+    0 gives the objective of the DestVI paper, which fits similar types interchangeably. With 0, on 200 cbmc
+    pseudo-spots (13 types, bench/RESULTS.md), mean per-type Pearson was 0.37 after 300 epochs and 0.42 after 2000
+    (the loss still falling). That is below NNLS (0.74); with the default weight it was 0.77.
     """
 
     def __init__(
@@ -143,7 +143,11 @@ class DestVI(BaseModel):
         eta_reg: float = 1e-4,
         **module_kwargs,
     ) -> DestVI:
-        """DestVI for ``st_adata`` on top of a trained CondSCVI (scvi-tools API); uses the shared genes."""
+        """DestVI for ``st_adata`` on top of a trained CondSCVI (scvi-tools API); uses the shared genes.
+
+        Other keywords (``dropout_amortization``, ``augmentation_weight``, ``augmentation_concentration``) go to
+        :class:`DestVI`.
+        """
         return cls(
             st_adata, sc_model, vamp_prior_p=vamp_prior_p, amortization=amortization, l1_reg=l1_reg,
             beta_reg=beta_reg, eta_reg=eta_reg, **module_kwargs,
