@@ -9,6 +9,8 @@ from pathlib import Path
 from pybridge.cli.io import read_input, write_h5ad
 from pybridge.errors import PybridgeError
 
+DEFAULT_BUFFER_CELLS = 20_000
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -35,7 +37,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="train from disk without loading the counts (.h5ad or .zarr with CSR or dense X/layer); "
                    "under torchrun each rank reads only its own cells. The latent .h5ad then holds obs, var and "
                    "obsm['X_scVI'] but no counts")
-    p.add_argument("--buffer-cells", type=int, default=20_000,
+    p.add_argument("--buffer-cells", type=int, default=None,
                    help="with --backed: cells held in memory per shuffle buffer (default 20000)")
     p.add_argument("--n-latent", type=int, default=10, help="latent dimensions (default 10)")
     p.add_argument("--n-hidden", type=int, default=128, help="hidden units per layer (default 128)")
@@ -68,6 +70,8 @@ def _open_data(args: argparse.Namespace):
         "continuous_covariate_keys": args.continuous_covariate,
     }
     if not args.backed:
+        if args.buffer_cells is not None:
+            raise PybridgeError("--buffer-cells only applies with --backed")
         adata = read_input(args.input)
         pybridge.SCVI.setup_anndata(adata, allow_non_integer=args.allow_non_integer, **covariates)
         return adata
@@ -79,10 +83,11 @@ def _open_data(args: argparse.Namespace):
         raise PybridgeError(f"no such file: {args.input}")
     if args.allow_non_integer:
         raise PybridgeError("--allow-non-integer is not available with --backed (counts are checked while streaming)")
-    if args.buffer_cells < 1:
-        raise PybridgeError(f"--buffer-cells must be >= 1, got {args.buffer_cells}")
-    chunk_cells = max(1, min(1_000, args.buffer_cells // 10))
-    return open_backed(args.input, buffer_cells=args.buffer_cells, chunk_cells=chunk_cells, **covariates)
+    buffer_cells = DEFAULT_BUFFER_CELLS if args.buffer_cells is None else args.buffer_cells
+    if buffer_cells < 1:
+        raise PybridgeError(f"--buffer-cells must be >= 1, got {buffer_cells}")
+    chunk_cells = max(1, min(1_000, buffer_cells // 10))
+    return open_backed(args.input, buffer_cells=buffer_cells, chunk_cells=chunk_cells, **covariates)
 
 
 def run(args: argparse.Namespace) -> int:

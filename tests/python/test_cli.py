@@ -12,7 +12,7 @@ from pybridge.cli.main import main
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, "-m", "pybridge.cli.main", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "pybridge.cli.main", *args], check=False, capture_output=True, text=True)
 
 
 def test_train_then_decode(small_adata, tmp_path):
@@ -63,3 +63,5 @@ def test_backed_training_and_its_errors(small_adata, tmp_path, capsys):
         assert message in capsys.readouterr().err
     assert main(["train", str(tmp_path / "x.rds"), "--output", str(tmp_path / "m3"), "--backed"]) == 2
     assert "--backed reads .h5ad or .zarr" in capsys.readouterr().err
+    assert main(["train", str(data), "--output", str(tmp_path / "m4"), "--buffer-cells", "10"]) == 2
+    assert "--buffer-cells only applies with --backed" in capsys.readouterr().err
