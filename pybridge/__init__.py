@@ -2,10 +2,10 @@
 
 __version__ = "0.1.0"
 
-from pybridge.errors import PybridgeError  # noqa: E402
-from pybridge.models.scvi import SCVI  # noqa: E402
-from pybridge.models.condscvi import CondSCVI  # noqa: E402
-from pybridge.models.destvi import DestVI  # noqa: E402
-from pybridge import datasets  # noqa: E402
+from pybridge import datasets
+from pybridge.errors import PybridgeError
+from pybridge.models.condscvi import CondSCVI
+from pybridge.models.destvi import DestVI
+from pybridge.models.scvi import SCVI
 
-__all__ = ["SCVI", "CondSCVI", "DestVI", "PybridgeError", "datasets", "__version__"]
+__all__ = ["SCVI", "CondSCVI", "DestVI", "PybridgeError", "__version__", "datasets"]

@@ -14,12 +14,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.manifold import TSNE  # noqa: E402
-from sklearn.metrics import silhouette_score  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.manifold import TSNE
+from sklearn.metrics import silhouette_score
 
-import pybridge  # noqa: E402
+import pybridge
 
 
 def plot_history(history: dict[str, list[float]], path: Path) -> None:

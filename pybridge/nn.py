@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -41,7 +42,7 @@ class FCLayers(nn.Module):
         sizes = [n_in] + [n_hidden] * (n_layers - 1) + [n_out]
         self.inject = [i == 0 or inject_covariates for i in range(n_layers)]
         self.layers = nn.ModuleList()
-        for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for i, (d_in, d_out) in enumerate(itertools.pairwise(sizes)):
             block = [nn.Linear(d_in + n_cov * self.inject[i], d_out)]
             if use_batch_norm:
                 block.append(nn.BatchNorm1d(d_out, momentum=0.01, eps=1e-3))

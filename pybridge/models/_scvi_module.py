@@ -72,10 +72,10 @@ class SCVIModule(nn.Module):
         cat_list = [n_batch, *n_cats_per_cov]
         encoder_cats = cat_list if encode_covariates else []
         n_input_encoder = n_input + n_continuous_cov * encode_covariates
-        enc_norm = dict(
-            use_batch_norm=use_batch_norm in ("encoder", "both"),
-            use_layer_norm=use_layer_norm in ("encoder", "both"),
-        )
+        enc_norm = {
+            "use_batch_norm": use_batch_norm in ("encoder", "both"),
+            "use_layer_norm": use_layer_norm in ("encoder", "both"),
+        }
         self.z_encoder = Encoder(
             n_input_encoder, n_latent, encoder_cats, n_layers, n_hidden, dropout_rate,
             inject_covariates=deeply_inject_covariates, **enc_norm,

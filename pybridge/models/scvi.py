@@ -74,13 +74,13 @@ class SCVI(BaseModel):
         _check_choice("use_layer_norm", use_layer_norm, NORM_OPTIONS)
         if dispersion == "gene-label" and self.registry.labels_key is None:
             raise PybridgeError("dispersion='gene-label' needs labels_key in setup_anndata")
-        self._init_params = dict(
-            n_hidden=n_hidden, n_latent=n_latent, n_layers=n_layers, dropout_rate=dropout_rate,
-            dispersion=dispersion, gene_likelihood=gene_likelihood, latent_distribution=latent_distribution,
-            use_observed_lib_size=use_observed_lib_size, encode_covariates=encode_covariates,
-            deeply_inject_covariates=deeply_inject_covariates, use_batch_norm=use_batch_norm,
-            use_layer_norm=use_layer_norm,
-        )
+        self._init_params = {
+            "n_hidden": n_hidden, "n_latent": n_latent, "n_layers": n_layers, "dropout_rate": dropout_rate,
+            "dispersion": dispersion, "gene_likelihood": gene_likelihood, "latent_distribution": latent_distribution,
+            "use_observed_lib_size": use_observed_lib_size, "encode_covariates": encode_covariates,
+            "deeply_inject_covariates": deeply_inject_covariates, "use_batch_norm": use_batch_norm,
+            "use_layer_norm": use_layer_norm,
+        }
         if matryoshka_dims is not None:
             self._init_params["matryoshka_dims"] = _matryoshka_dims(matryoshka_dims, n_latent)
         library_stats = {}
@@ -90,7 +90,7 @@ class SCVI(BaseModel):
                 covariate_arrays(adata, self.registry)["batch"],
                 self.registry.n_batch,
             )
-            library_stats = dict(library_log_means=means, library_log_vars=variances)
+            library_stats = {"library_log_means": means, "library_log_vars": variances}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # deterministic initial weights, as scvi-tools' default global seed gives
             self.module = self._build_module(self.registry, **self._init_params, **library_stats)

@@ -8,11 +8,10 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import simulate_counts
 
 import pybridge
 from pybridge import PybridgeError
-
-from conftest import simulate_counts
 
 
 def _with_X(adata, fn):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import zeisel_cortex
 from sklearn.metrics import silhouette_score
 
 import pybridge
-
-from conftest import zeisel_cortex
 
 EPOCHS = 40
 

@@ -126,8 +126,9 @@ def test_sparse_and_dense_inputs_agree(small_adata):
 
 
 def test_sparse_store_matches_dense(small_adata):
-    from pybridge.data import TensorStore
     import torch
+
+    from pybridge.data import TensorStore
 
     X = sp.csr_matrix(small_adata.X)
     dense = TensorStore(X, {}, torch.device("cpu"))
