@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-python venv venv-r clean
+.PHONY: demo test test-python lint venv venv-r clean
 
 # The venv: torch first (a pinned local CPU build; an unpinned torch would pull GBs of CUDA wheels), then the
 # project with numpy < 2 (reticulate 1.28 needs it). Re-run when pyproject.toml changes.
@@ -28,7 +28,12 @@ r-deps: venv
 test-python: venv r-deps
 	PYBRIDGE_REQUIRE_R=1 $(VPY) -m pytest -q tests/python
 
-test: test-python r-test r-check
+# The architecture's import rules (docs/architecture.md; contracts in pyproject.toml) and ruff.
+lint: venv
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check pybridge tests bench --exclude bench/.venv-scvi
+
+test: lint test-python r-test r-check
 
 clean:
 	rm -rf demo_output .pytest_cache build *.egg-info

@@ -25,7 +25,7 @@
     args
 }
 
-# Run pybridge.deconvolve.run_destvi on two R objects; proportions (types x spots) and gamma.
+# Run pybridge.deconvolution.pipeline.run_destvi on two R objects; proportions (types x spots) and gamma.
 .destvi <- function(spots, reference, labels, assay.type, args) {
     meta <- .cellMetadata(reference)
     if (is.null(meta) || !labels %in% colnames(meta)) {
@@ -34,7 +34,7 @@
     }
     sp <- .modelAnnData(spots, assay.type = assay.type)
     ref <- .modelAnnData(reference, assay.type = assay.type, batch = labels)
-    res <- do.call(.pybridgeModule("pybridge.deconvolve")$run_destvi,
+    res <- do.call(.pybridgeModule("pybridge.deconvolution.pipeline")$run_destvi,
                    c(list(sp$adata, ref$adata, labels_key = labels), args))
     prop <- reticulate::py_to_r(res$proportions)
     types <- colnames(prop)
@@ -64,7 +64,7 @@
 #' @param reference Labelled single cells: a SingleCellExperiment or Seurat object.
 #' @param labels Column of the reference's cell metadata with the cell types.
 #' @param assay.type Assay (Seurat: layer) with raw counts, in both objects.
-#' @param ... Arguments of Python's `pybridge.deconvolve.run_destvi()`:
+#' @param ... Arguments of Python's `pybridge.deconvolution.pipeline.run_destvi()`:
 #'   `sc_max_epochs`, `st_max_epochs`, `batch_size`, `lr`, `vamp_prior_p`,
 #'   `amortization`, `l1_reg`, `augmentation_weight`, `weight_obs`, `n_latent`, `cell_fractions`,
 #'   `accelerator`, `seed`, `progress`.

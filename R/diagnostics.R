@@ -28,7 +28,7 @@ splitCounts <- function(x, fraction = 0.5, seed = 0, assay.type = "counts") {
         stop("fraction must be a single number in (0, 1), got ", deparse(fraction), call. = FALSE)
     }
     parts <- .countsOf(x, assay.type)
-    folds <- .pybridgeModule("pybridge.evaluate.countsplit")$count_split(
+    folds <- .pybridgeModule("pybridge.diagnostics.countsplit")$count_split(
         .countsToPython(parts$counts), fraction, NULL, as.integer(seed))
     h <- .handoff()
     for (k in 1:2) {
@@ -42,7 +42,7 @@ splitCounts <- function(x, fraction = 0.5, seed = 0, assay.type = "counts") {
 #'
 #' Evaluates `model` on the held-out fold of count-split data and writes
 #' `metrics.json`, figures and `report.html` to `out.dir`, through Python's
-#' `pybridge.report.build_report()`. The model must have been trained on the
+#' `pybridge.diagnostics.report.build_report()`. The model must have been trained on the
 #' `train.layer` assay of `x` (e.g. `trainSCVI(splitCounts(x), assay.type =
 #' "fold_A")`); `test.layer` holds the other fold. Metrics of a model trained
 #' on all counts are meaningless: the held-out fold must be unseen.
@@ -77,7 +77,7 @@ scviDiagnostics <- function(model, x, out.dir = tempfile("pybridge-report-"), tr
     dir.create(out.dir, recursive = TRUE, showWarnings = FALSE)
     model.dir <- .layerModelDir(model, train.layer)
     on.exit(if (model.dir != model@path) unlink(model.dir, recursive = TRUE), add = TRUE)
-    .pybridgeModule("pybridge.report")$build_report(
+    .pybridgeModule("pybridge.diagnostics.report")$build_report(
         model.dir, h5ad, normalizePath(out.dir), train_layer = train.layer, test_layer = test.layer,
         accelerator = "cpu", seed = as.integer(seed), ...)
     json <- reticulate::import("json", convert = FALSE)

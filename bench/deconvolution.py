@@ -32,11 +32,11 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from pybridge.deconv_baselines import nnls_proportions
-from pybridge.evaluate.deconvolution import accuracy_score, deconvolution_metrics, summarize_metrics
+from pybridge.deconvolution.baselines import nnls_proportions
+from pybridge.deconvolution.metrics import accuracy_score, deconvolution_metrics, summarize_metrics
+from pybridge.deconvolution.simulate import pseudo_spots
 from pybridge.models.condscvi import CondSCVI
 from pybridge.models.destvi import DestVI, default_batch_size
-from pybridge.simulate import pseudo_spots
 
 BENCH = Path(__file__).resolve().parent
 DATA = BENCH.parent.parent / "shared" / "data"
@@ -200,7 +200,7 @@ def markdown(table: pd.DataFrame, args: argparse.Namespace, use_scvi: bool) -> s
         f"min(128, max(4, n_spots // 10)) and 128 (at 2000 spots both are 128). DestVI weights (shares of expression) are turned into shares of cells for both tools by "
         f"dividing by each type's mean reference library and renormalising (`get_proportions(cell_fractions=True)`). "
         f"Metrics: means over cell types "
-        f"(celltype_*) or spots (spot_*) of `pybridge.evaluate.deconvolution_metrics`; accuracy_score ranks the "
+        f"(celltype_*) or spots (spot_*) of `pybridge.deconvolution.deconvolution_metrics`; accuracy_score ranks the "
         f"methods within each dataset and spot count (1 = best on every metric). train_s = training wall time."
     )
     if not use_scvi:

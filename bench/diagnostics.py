@@ -28,11 +28,11 @@ import torch
 
 import pybridge
 from pybridge.de import differential_expression, fdr_de_calls
-from pybridge.evaluate.ceiling import mean_cell_profile, pca_profiles, simulate_counts
-from pybridge.evaluate.countsplit import split_anndata
-from pybridge.evaluate.imputation import hide_nonzero_entries, median_absolute_error
-from pybridge.evaluate.ranks import spearman_rows
-from pybridge.report import (
+from pybridge.diagnostics.ceiling import mean_cell_profile, pca_profiles, simulate_counts
+from pybridge.diagnostics.countsplit import split_anndata
+from pybridge.diagnostics.imputation import hide_nonzero_entries, median_absolute_error
+from pybridge.diagnostics.ranks import spearman_rows
+from pybridge.diagnostics.report import (
     _decile_table,
     _likelihood_summary,
     _model_params_at_depth,

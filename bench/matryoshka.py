@@ -29,7 +29,7 @@ def folds(seed: int):
     import anndata
 
     import pybridge
-    from pybridge.evaluate.countsplit import count_split
+    from pybridge.diagnostics.countsplit import count_split
 
     data = pybridge.datasets.cortex()
     a, b = count_split(data.X, fraction=0.5, seed=seed)
@@ -40,7 +40,7 @@ def folds(seed: int):
 
 def heldout_ll(model, train, test: np.ndarray, k: int) -> float:
     """Mean per-cell NB log-likelihood of the test fold, decoding with the first k latent dimensions."""
-    from pybridge.distributions import log_nb_positive
+    from pybridge.nn.distributions import log_nb_positive
 
     scale = torch.as_tensor(model.decode(adata=train, n_latent=k))
     x = torch.as_tensor(test)

@@ -53,7 +53,7 @@ def machine() -> str:
 def simulated_adata(n_cells: int, n_genes: int, seed: int):
     import anndata
 
-    from pybridge.ooc import simulate_nb_blocks
+    from pybridge.data.synthetic import simulate_nb_blocks
 
     X = sp.vstack(list(simulate_nb_blocks(n_cells, n_genes, seed=seed, genes_per_type=400, n_types=8)), format="csr")
     adata = anndata.AnnData(X=X)
@@ -82,7 +82,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import pybridge
-    from pybridge.minify import payload_bytes_per_cell
+    from pybridge.data.minified import payload_bytes_per_cell
 
     train = simulated_adata(args.train_cells, args.genes, seed=1)
     pybridge.SCVI.setup_anndata(train)

@@ -3,7 +3,7 @@
     .venv/bin/python bench/ooc_bench.py          # a few minutes on 2 cores; rewrites "## Out-of-core training"
 
 Simulated NB counts are written to an .h5ad chunk by chunk; the same scVI (ZINB, 128 hidden, 10 latent) trains
-for the same epochs once from disk (``pybridge.ooc.open_backed``: chunks of 1,000 rows, buffers of 20,000
+for the same epochs once from disk (``pybridge.data.disk.open_backed``: chunks of 1,000 rows, buffers of 20,000
 cells, one buffer prefetched by a background thread) and once in memory (``anndata.read_h5ad`` + the
 device-resident ``TensorStore``), each in its own process so that peak RSS (``ru_maxrss``) is its own.
 """
@@ -27,7 +27,7 @@ WORKER = """
 import json, resource, sys, time, torch
 torch.set_num_threads(int(sys.argv[4]))
 import anndata, pybridge
-from pybridge.ooc import open_backed
+from pybridge.data.disk import open_backed
 path, mode, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 start = time.perf_counter()
 if mode == "disk":
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from pybridge.ooc import simulate_nb_blocks, write_csr_h5ad
+    from pybridge.data.synthetic import simulate_nb_blocks, write_csr_h5ad
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "sim.h5ad"

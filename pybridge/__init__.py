@@ -1,8 +1,7 @@
 """pybridge: scVI-family models for single-cell counts in plain PyTorch, for Python and R users."""
 
-__version__ = "0.1.0"
-
-from pybridge import datasets
+from pybridge._version import __version__
+from pybridge.data import datasets
 from pybridge.errors import PybridgeError
 from pybridge.models.condscvi import CondSCVI
 from pybridge.models.destvi import DestVI

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from pybridge.data.fields import aligned_counts
 from pybridge.errors import PybridgeError
 
 __all__ = ["differential_expression", "estimate_pseudocounts", "fdr_de_calls"]
@@ -29,7 +30,6 @@ _EPS = 1e-8
 
 
 def _raw_counts(model, adata):
-    from pybridge.data import aligned_counts
 
     X = aligned_counts(adata, model.registry)
     return X.tocsr() if sp.issparse(X) else np.asarray(X)

@@ -19,7 +19,8 @@ import numpy as np
 from sklearn.manifold import TSNE
 from sklearn.metrics import silhouette_score
 
-import pybridge
+from pybridge.data import datasets
+from pybridge.models.scvi import SCVI
 
 
 def plot_history(history: dict[str, list[float]], path: Path) -> None:
@@ -61,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
 
-    adata = pybridge.datasets.cortex()
-    pybridge.SCVI.setup_anndata(adata)
-    model = pybridge.SCVI(adata)
+    adata = datasets.cortex()
+    SCVI.setup_anndata(adata)
+    model = SCVI(adata)
     start = time.perf_counter()
     model.train(max_epochs=args.max_epochs, seed=args.seed)
     seconds = time.perf_counter() - start

@@ -34,11 +34,11 @@ def _library_size(value: str) -> float | str:
 def run(args: argparse.Namespace) -> int:
     import anndata
 
-    import pybridge
+    from pybridge.models.scvi import SCVI
 
     adata = read_input(args.input)
-    model = pybridge.SCVI.load(args.model_dir, adata=adata, accelerator=args.accelerator)
-    from pybridge.minify import is_minified
+    model = SCVI.load(args.model_dir, adata=adata, accelerator=args.accelerator)
+    from pybridge.data.minified import is_minified
 
     if is_minified(adata) and args.n_samples == 1 and args.transform_batch is None:
         import pandas as pd  # minified input: gene-subset decoding with the stored log-normalisers

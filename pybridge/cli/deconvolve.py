@@ -47,7 +47,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pybridge.deconvolve import run_destvi
+    from pybridge.deconvolution.pipeline import run_destvi
 
     spots = read_input(args.spots)
     reference = read_input(args.reference)

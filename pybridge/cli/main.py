@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from pybridge import __version__
+from pybridge._version import __version__
 from pybridge.errors import PybridgeError
 
 COMMANDS = ["train", "decode", "convert", "report", "deconvolve", "minify"]

@@ -26,11 +26,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import pybridge
-    from pybridge.minify import payload_bytes_per_cell
+    from pybridge.data.minified import payload_bytes_per_cell
+    from pybridge.models.scvi import SCVI
 
     adata = read_input(args.input)
-    model = pybridge.SCVI.load(args.model_dir, adata=adata, accelerator=args.accelerator)
+    model = SCVI.load(args.model_dir, adata=adata, accelerator=args.accelerator)
     minified = model.minify(adata)
     write_h5ad(minified, args.output)
     print(

@@ -13,7 +13,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Score the model in MODEL_DIR, trained on the training fold of DATA.h5ad, on the held-out "
         "fold: per-cell and per-gene Spearman by library-size and gene-mean decile next to the noise ceiling, "
         "baselines (mean cell, fold-A counts, PCA), held-out log-likelihood, calibration. Make the folds with "
-        "pybridge.evaluate.split_anndata(adata) and train on layer 'fold_A'.",
+        "pybridge.diagnostics.split_anndata(adata) and train on layer 'fold_A'.",
     )
     p.add_argument("model_dir", help="directory written by model.save() or `pybridge train`")
     p.add_argument("data", help=".h5ad holding the count-split folds as layers")
@@ -31,7 +31,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pybridge.report import build_report
+    from pybridge.diagnostics.report import build_report
 
     metrics = build_report(
         args.model_dir, args.data, args.output, train_layer=args.train_layer, test_layer=args.test_layer,

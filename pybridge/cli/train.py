@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _open_data(args: argparse.Namespace):
     """The registered AnnData: read into memory, or (``--backed``) standing for the counts on disk."""
-    import pybridge
+    from pybridge.models.scvi import SCVI
 
     covariates = {
         "layer": args.layer, "batch_key": args.batch_key, "labels_key": args.labels_key,
@@ -73,9 +74,9 @@ def _open_data(args: argparse.Namespace):
         if args.buffer_cells is not None:
             raise PybridgeError("--buffer-cells only applies with --backed")
         adata = read_input(args.input)
-        pybridge.SCVI.setup_anndata(adata, allow_non_integer=args.allow_non_integer, **covariates)
+        SCVI.setup_anndata(adata, allow_non_integer=args.allow_non_integer, **covariates)
         return adata
-    from pybridge.ooc import open_backed
+    from pybridge.data.disk import open_backed
 
     if Path(args.input).suffix.lower() not in (".h5ad", ".zarr"):
         raise PybridgeError(f"--backed reads .h5ad or .zarr data, not {args.input}; convert it with pybridge convert")
@@ -91,33 +92,25 @@ def _open_data(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    import pybridge
+    from pybridge.models.scvi import SCVI
 
     adata = _open_data(args)
-    model = pybridge.SCVI(
+    model = SCVI(
         adata, n_hidden=args.n_hidden, n_latent=args.n_latent, n_layers=args.n_layers,
         dropout_rate=args.dropout_rate, dispersion=args.dispersion, gene_likelihood=args.gene_likelihood,
         latent_distribution=args.latent_distribution, use_observed_lib_size=not args.latent_library,
     )
-    from pybridge import distributed
+    from pybridge.train import distributed
 
-    ctx = distributed.context_from_env(args.accelerator)  # None unless launched by torchrun
-    if ctx is None:
-        model.train(
-            max_epochs=args.max_epochs, batch_size=args.batch_size, train_size=args.train_size, lr=args.lr,
-            early_stopping=args.early_stopping, accelerator=args.accelerator, seed=args.seed,
-            progress=False if args.no_progress else None,
-        )
-    else:
-        if args.early_stopping:
-            raise PybridgeError("--early-stopping is not available with torchrun (ranks would have to agree)")
-        distributed.train_distributed(
-            model, ctx, max_epochs=args.max_epochs, batch_size=args.batch_size, train_size=args.train_size,
-            lr=args.lr, seed=args.seed, progress=False if args.no_progress else None,
-        )
-        distributed.cleanup(ctx)
-        if not ctx.is_main:
-            return 0
+    os.environ.setdefault("PYBRIDGE_MALLOC_TUNING", "1")  # this process is ours: opt in to the CPU malloc tuning
+    model.train(
+        max_epochs=args.max_epochs, batch_size=args.batch_size, train_size=args.train_size, lr=args.lr,
+        early_stopping=args.early_stopping, accelerator=args.accelerator, seed=args.seed,
+        progress=False if args.no_progress else None,
+    )  # data-parallel when launched by torchrun
+    if not distributed.is_main_process():
+        distributed.cleanup()
+        return 0
     model.save(args.output, overwrite=args.overwrite)
     adata.obsm["X_scVI"] = model.get_latent_representation()
     latent_path = args.latent_output or str(Path(args.output) / "latent.h5ad")
@@ -127,4 +120,5 @@ def run(args: argparse.Namespace) -> int:
     if history.get("elbo_validation"):
         summary += f"; validation ELBO {history['elbo_validation'][-1]:.2f} per cell"
     print(f"{summary}; model in {args.output}, latent in {latent_path}", file=sys.stderr)
+    distributed.cleanup()
     return 0

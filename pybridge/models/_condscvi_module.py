@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pybridge.module_base import LossOutput
-from pybridge.nn import Encoder, FCLayers
+from pybridge.nn.layers import Encoder, FCLayers
+from pybridge.nn.loss import LossOutput
 
 
 def nb_total_count_logits_nll(

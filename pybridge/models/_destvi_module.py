@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pybridge.models._condscvi_module import cell_type_decoder, nb_total_count_logits_nll
-from pybridge.module_base import LossOutput
-from pybridge.nn import FCLayers
+from pybridge.nn.layers import FCLayers
+from pybridge.nn.loss import LossOutput
 
 Amortization = Literal["both", "latent", "proportion", "none"]
 AMORTIZATIONS = ("both", "latent", "proportion", "none")

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pybridge import distributions as D
 from pybridge.errors import PybridgeError
-from pybridge.module_base import LossOutput
-from pybridge.nn import DecoderSCVI, Encoder
+from pybridge.nn import distributions as D
+from pybridge.nn.layers import DecoderSCVI, Encoder
+from pybridge.nn.loss import LossOutput
 
 DISPERSIONS = ("gene", "gene-batch", "gene-label", "gene-cell")
 LIKELIHOODS = ("zinb", "nb", "poisson")
@@ -190,14 +190,6 @@ class SCVIModule(nn.Module):
             return torch.exp(self.px_r)
         codes = batch_index if self.dispersion == "gene-batch" else batch["labels"]
         return torch.exp(self.px_r.T.index_select(0, codes.reshape(-1).long().repeat(n_rep)))
-
-    def log_likelihood(self, x: torch.Tensor, gen: dict, include_constant: bool = False) -> torch.Tensor:
-        """Per-entry log p(x | z)."""
-        if self.gene_likelihood == "poisson":
-            return D.log_poisson(x, gen["px_rate"], include_constant)
-        if self.gene_likelihood == "nb":
-            return D.log_nb_positive(x, gen["px_rate"], gen["px_r"], include_constant)
-        return D.log_zinb_positive(x, gen["px_rate"], gen["px_r"], gen["px_dropout"], include_constant)
 
     def sample_counts(self, gen: dict) -> torch.Tensor:
         if self.gene_likelihood == "poisson":

@@ -1,20 +1,30 @@
-"""What every user-facing model shares: AnnData registration, device-resident data, training, save/load."""
+"""What every user-facing model shares: AnnData registration, reading cells, training, save/load."""
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anndata
 import numpy as np
 import torch
 from anndata import AnnData
 
-from pybridge import __version__
-from pybridge.data import Registry, TensorStore, aligned_counts, covariate_arrays, registry_of, setup_anndata
+from pybridge._version import __version__
+from pybridge.data.factory import make_store
+from pybridge.data.minified import require_counts
+from pybridge.data.registry import SETUP_KEY, Registry, registry_of
+from pybridge.data.setup import setup_anndata
 from pybridge.errors import PybridgeError
-from pybridge.io import load_model_dir, save_model_dir
-from pybridge.training import Trainer, default_max_epochs, resolve_device, split_indices
+from pybridge.io.model_dir import load_model_dir, save_model_dir
+from pybridge.train import distributed
+from pybridge.train.device import resolve_device
+from pybridge.train.trainer import Trainer, default_max_epochs, evaluate_loss, split_indices
+
+DEFAULT_CHUNK = 1024
 
 
 class BaseModel:
@@ -59,30 +69,38 @@ class BaseModel:
             raise PybridgeError("this model was loaded without data; pass adata=...")
         return self.adata
 
-    def _store(self, adata: AnnData | None = None) -> TensorStore:
-        """A device-resident store of ``adata``, read afresh (so later edits of the data are seen); minified
-        data give a store of latent posteriors, data opened with :func:`pybridge.ooc.open_backed` an on-disk
-        store."""
-        from pybridge.minify import MinifiedStore, is_minified, latent_cells_from_minified
-        from pybridge.ooc import DiskStore, is_backed
-
-        adata = self._adata(adata)
-        if is_minified(adata):
-            return MinifiedStore(latent_cells_from_minified(adata, self.registry), self.device)
-        if is_backed(adata):
-            return DiskStore.from_adata(adata, self.registry, self.device)
-        return TensorStore(aligned_counts(adata, self.registry), covariate_arrays(adata, self.registry), self.device)
-
-    def _index_tensor(self, adata: AnnData | None, indices) -> torch.Tensor:
+    def _rows(self, adata: AnnData | None, indices) -> np.ndarray | None:
+        """Validated cell positions of ``indices`` (None = all cells)."""
+        if indices is None:
+            return None
         n = self._adata(adata).n_obs
-        idx = np.arange(n) if indices is None else np.asarray(indices)
+        idx = np.asarray(indices)
         if idx.dtype == bool:
+            if idx.shape != (n,):
+                raise PybridgeError(f"a boolean mask of cells needs {n} entries, got {idx.shape[0]}")
             idx = np.flatnonzero(idx)
         if idx.size and (idx.min() < 0 or idx.max() >= n):
             raise PybridgeError(f"indices must lie in [0, {n}); got values from {idx.min()} to {idx.max()}")
-        return torch.as_tensor(idx.astype(np.int64), device=self.device)
+        return idx.astype(np.int64)
+
+    def _minibatches(
+        self, adata: AnnData | None, indices, batch_size: int | None, likelihood: bool = False
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Minibatches of the chosen cells, in their order, with the module in eval mode: the one loop that
+        every output call of every model reads through. Only the chosen cells are read and moved."""
+        self.module.eval()
+        store = make_store(self._adata(adata), self.registry, self.device, self._rows(adata, indices), likelihood)
+        positions = torch.arange(len(store), device=self.device)
+        for chunk in torch.split(positions, batch_size or DEFAULT_CHUNK):
+            yield store.gather(chunk)
+
+    def _evaluate(self, adata: AnnData | None, indices, batch_size: int | None) -> dict[str, float]:
+        """Per-cell means of the negative ELBO terms on the chosen cells (see :func:`evaluate_loss`)."""
+        return evaluate_loss(self.module, self._minibatches(adata, indices, batch_size, likelihood=True))
 
     # ---- training -----------------------------------------------------------------------------------------
+    _data_parallel = True  # False for models with per-cell parameters, which DDP's gradient averaging would scale
+
     def to_device(self, device: torch.device | str) -> None:
         self.device = torch.device(device)
         self.module.to(self.device)
@@ -103,25 +121,46 @@ class BaseModel:
         device: int | str | None = None,
         seed: int = 0,
         progress: bool | None = None,
+        strategy: str = "auto",
     ) -> None:
-        """Train with Adam and KL warm-up; per-epoch train and validation ELBO go to ``self.history``."""
-        from pybridge.minify import require_counts
+        """Train with Adam and KL warm-up; per-epoch train and validation ELBO go to ``self.history``.
 
+        ``strategy="auto"`` trains data-parallel when the process was launched by torchrun and in this process
+        otherwise (``"ddp"`` / ``"single"`` force one or the other); both run the same loop, checks, early
+        stopping and history.
+        """
         adata = self._adata(None)
         require_counts(adata, "training")
-        self.to_device(resolve_device(accelerator, device))
+        ctx = distributed.context_for(strategy, accelerator)
+        if ctx is not None and not self._data_parallel:
+            raise PybridgeError(
+                f"{type(self).__name__} has per-cell parameters and trains in one process; launch it without "
+                "torchrun or pass strategy='single'"
+            )
+        self.to_device(ctx.device if ctx is not None else resolve_device(accelerator, device))
         if max_epochs is None:
             max_epochs = default_max_epochs(adata.n_obs)
         train_idx, val_idx = split_indices(adata.n_obs, train_size, validation_size, seed)
         self.train_indices, self.validation_indices = train_idx, val_idx
+        module, rows, sync = self.module, None, None
+        if ctx is not None:
+            batch_size = distributed.check_batch_size(batch_size, ctx)
+            train_idx = distributed.shard(train_idx, ctx.rank, ctx.world_size)
+            val_idx = distributed.shard(val_idx, ctx.rank, ctx.world_size)
+            rows = np.concatenate([train_idx, val_idx])
+            train_idx, val_idx = np.arange(len(train_idx)), np.arange(len(train_idx), len(rows))
+            module = distributed.DistributedModule(self.module, ctx)
+            sync = functools.partial(distributed.averaged, ctx=ctx)
+            progress = ctx.is_main and progress
         trainer = Trainer(
-            self.module, self._store(), train_idx, val_idx, batch_size=batch_size, lr=lr,
-            weight_decay=weight_decay, eps=eps, n_epochs_kl_warmup=n_epochs_kl_warmup,
+            module, make_store(adata, self.registry, self.device, rows, likelihood=True), train_idx, val_idx,
+            batch_size=batch_size, lr=lr, weight_decay=weight_decay, eps=eps, n_epochs_kl_warmup=n_epochs_kl_warmup,
             early_stopping=early_stopping, early_stopping_patience=early_stopping_patience,
-            progress=progress, seed=seed,
+            progress=progress, seed=seed, sync=sync,
         )
         self.history = trainer.fit(max_epochs, self.history)
         self.is_trained = True
+        self.module.eval()
 
     # ---- persistence -----------------------------------------------------------------------------------
     def _metadata(self) -> dict:
@@ -153,35 +192,46 @@ class BaseModel:
         device: int | str | None = None,
     ):
         """Load a saved model; ``adata`` (if given) must hold the model's genes (any order)."""
-        target = resolve_device(accelerator, device)
         tensors, meta = load_model_dir(dir_path)
         if meta.get("model_class") != cls.__name__:
             raise PybridgeError(
                 f"{dir_path} holds a {meta.get('model_class')!r} model; load it with pybridge.{meta.get('model_class')}.load"
             )
-        registry = Registry.from_dict(meta["registry"])
-        saved_adata = Path(dir_path) / "adata.h5ad"
-        if adata is None and saved_adata.is_file():
-            import anndata
-
-            adata = anndata.read_h5ad(saved_adata)
-        if adata is not None:
-            _check_genes(adata, registry, dir_path)
-            adata.uns["_pybridge_setup"] = registry.to_json()
-        model = cls.__new__(cls)
-        BaseModel.__init__(model, adata, registry)
-        model._init_params = meta["init_params"]
-        model.module = model._build_module(registry, **meta["init_params"])
-        try:
-            model.module.load_state_dict(tensors)
-        except RuntimeError as err:
-            raise PybridgeError(f"weights in {dir_path} do not fit a {cls.__name__} of the recorded shape: {err}") from None
+        model = cls._restore(
+            dir_path, tensors, Registry.from_dict(meta["registry"]), meta["init_params"], adata,
+            resolve_device(accelerator, device), meta.get("is_trained", True),
+        )
         model.history = meta.get("history", {})
-        model.is_trained = meta.get("is_trained", True)
         for attr in ("train_indices", "validation_indices"):
             if meta.get(attr) is not None:
                 setattr(model, attr, np.asarray(meta[attr], dtype=np.int64))
-        model.to_device(target)
+        return model
+
+    @classmethod
+    def _restore(
+        cls, source: str | os.PathLike, tensors: dict[str, torch.Tensor], registry: Registry, init_params: dict,
+        adata: AnnData | None, device: torch.device, is_trained: bool,
+    ):
+        """A model of ``cls`` built from saved parts, with ``adata`` (or the data saved beside it) attached.
+
+        The one construction path for every saved model, pybridge's own or scvi-tools'.
+        """
+        saved_adata = Path(source) / "adata.h5ad"
+        if adata is None and saved_adata.is_file():
+            adata = anndata.read_h5ad(saved_adata)
+        if adata is not None:
+            _check_genes(adata, registry, source)
+            adata.uns[SETUP_KEY] = registry.to_json()
+        model = cls.__new__(cls)
+        BaseModel.__init__(model, adata, registry)
+        model._init_params = init_params
+        model.module = model._build_module(registry, **init_params)
+        try:
+            model.module.load_state_dict(tensors)
+        except RuntimeError as err:
+            raise PybridgeError(f"weights in {source} do not fit a {cls.__name__} of the recorded shape: {err}") from None
+        model.is_trained = is_trained
+        model.to_device(device)
         model.module.eval()
         return model
 

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 from anndata import AnnData
 
-from pybridge.data import Registry, covariate_arrays
-from pybridge.data import setup_anndata as register_anndata
+from pybridge.data.fields import covariate_arrays
+from pybridge.data.registry import Registry
+from pybridge.data.setup import setup_anndata as register_anndata
 from pybridge.errors import PybridgeError
 from pybridge.models._condscvi_module import CondSCVIModule
 from pybridge.models.base import BaseModel
@@ -17,7 +18,6 @@ from pybridge.models.base import BaseModel
 MIN_CELLS_PER_TYPE_WARN = 10
 MIN_CELLS_PER_TYPE = 2
 RARE_TYPE_FLOOR = 0.05  # weight_obs: cell-type shares below 5% are weighted as if they were 5%
-DEFAULT_CHUNK = 1024
 
 
 def check_reference_labels(adata: AnnData, labels_key: str | None) -> None:
@@ -125,11 +125,8 @@ class CondSCVI(BaseModel):
 
     @torch.inference_mode()
     def _posterior(self, adata: AnnData | None, indices, batch_size: int | None) -> tuple[np.ndarray, np.ndarray]:
-        self.module.eval()
-        store = self._store(adata)
         means, variances = [], []
-        for chunk in torch.split(self._index_tensor(adata, indices), batch_size or DEFAULT_CHUNK):
-            batch = store.gather(chunk)
+        for batch in self._minibatches(adata, indices, batch_size):
             qz_m, qz_v = self.module.inference(batch["X"], batch["labels"])
             means.append(qz_m.cpu().numpy())
             variances.append(qz_v.cpu().numpy())

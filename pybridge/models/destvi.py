@@ -10,8 +10,9 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from pybridge.data import SETUP_KEY, Registry, aligned_counts, covariate_arrays, registry_of
-from pybridge.data import setup_anndata as register_anndata
+from pybridge.data.fields import aligned_counts, covariate_arrays
+from pybridge.data.registry import SETUP_KEY, Registry, registry_of
+from pybridge.data.setup import setup_anndata as register_anndata
 from pybridge.errors import PybridgeError
 from pybridge.models._destvi_module import AMORTIZATIONS, Amortization, DestVIModule
 from pybridge.models.base import BaseModel
@@ -21,7 +22,6 @@ MIN_SHARED_GENES = 50
 MIN_RELIABLE_SPOTS = 50
 MAX_BATCH_SIZE = 128
 MIN_BATCH_SIZE = 4
-DEFAULT_CHUNK = 1024
 DEFAULT_AUGMENTATION_WEIGHT = 1000.0
 
 
@@ -59,10 +59,11 @@ class DestVI(BaseModel):
     ``augmentation_weight`` (default 1000 when the proportions come from a network, amortization "both" or
     "proportion"; it must be 0 otherwise) adds the synthetic-spot supervision of
     :mod:`pybridge.models._destvi_module`, with compositions drawn from Dirichlet(``augmentation_concentration``).
-    0 gives the objective of the DestVI paper, which fits similar types interchangeably. With 0, on 200 cbmc
-    pseudo-spots (13 types, bench/RESULTS.md), mean per-type Pearson was 0.37 after 300 epochs and 0.42 after 2000
-    (the loss still falling). That is below NNLS (0.74); with the default weight it was 0.77.
+    0 gives the objective of the DestVI paper, which fits similar types interchangeably (it trails NNLS on
+    pseudo-spots of similar types; bench/RESULTS.md has the numbers).
     """
+
+    _data_parallel = False  # per-spot parameters
 
     def __init__(
         self,
@@ -197,11 +198,9 @@ class DestVI(BaseModel):
         """MAP training on all spots.
 
         ``batch_size=None`` uses min(128, max(4, n_spots // 10)): with minibatches close to the number of spots
-        DestVI takes too few gradient steps and under-fits (scvi-tools blog, 2022; bench/RESULTS.md, 300 epochs:
-        Pearson 0.76 with batch 6 vs 0.31 with batch 128 on 60 cbmc pseudo-spots, 0.90 vs 0.89 on 200 Zeisel
-        ones). Epochs, lr and warm-up are the reference's (2000, 3e-3, 200). Accuracy keeps rising with the
-        number of steps, so fewer epochs are not a safe default. Cost with one CPU thread at 500 genes: about
-        10 ms a step, so 2000 epochs on 200 spots take about 4 minutes.
+        DestVI takes too few gradient steps and under-fits (scvi-tools blog, 2022; the batch-size comparison is in
+        bench/RESULTS.md). Epochs, lr and warm-up are the reference's (2000, 3e-3, 200). Accuracy keeps rising
+        with the number of steps, so fewer epochs are not a safe default.
         """
         n_spots = self.adata.n_obs
         if n_spots < MIN_RELIABLE_SPOTS:
@@ -219,13 +218,10 @@ class DestVI(BaseModel):
 
     @torch.inference_mode()
     def _per_spot(self, fn, indices, batch_size: int | None) -> np.ndarray:
-        self.module.eval()
-        store = self._store(None)
-        parts = []
-        for chunk in torch.split(self._index_tensor(None, indices), batch_size or DEFAULT_CHUNK):
-            batch = store.gather(chunk)
-            parts.append(fn(batch["X"], chunk).cpu().numpy())
-        return np.concatenate(parts)
+        """``fn(counts, spot indices)`` over the chosen spots, concatenated."""
+        return np.concatenate([
+            fn(batch["X"], batch["indices"]).cpu().numpy() for batch in self._minibatches(None, indices, batch_size)
+        ])
 
     def _spot_names(self, indices) -> pd.Index:
         names = self.adata.obs_names

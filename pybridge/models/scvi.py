@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import numpy as np
@@ -10,12 +11,14 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
-from pybridge.data import Registry, aligned_counts, covariate_arrays
+from pybridge import de, decoding
+from pybridge.data.fields import aligned_counts, covariate_arrays
+from pybridge.data.registry import Registry
 from pybridge.errors import PybridgeError
+from pybridge.io import scvi_tools
 from pybridge.models._scvi_module import DISPERSIONS, LATENTS, LIKELIHOODS, NORM_OPTIONS, SCVIModule
 from pybridge.models.base import BaseModel
-
-DEFAULT_CHUNK = 1024
+from pybridge.train.device import resolve_device
 
 
 def _check_choice(name: str, value, options) -> None:
@@ -113,14 +116,6 @@ class SCVI(BaseModel):
         )
 
     # ---- helpers -----------------------------------------------------------------------------------------
-    def _batches(self, adata: AnnData | None, indices, batch_size: int | None):
-        """Yield (positions, minibatch dict) over the chosen cells, in eval mode, without gradients."""
-        self.module.eval()
-        store = self._store(adata)
-        idx = self._index_tensor(adata, indices)
-        for chunk in torch.split(idx, batch_size or DEFAULT_CHUNK):
-            yield chunk, store.gather(chunk)
-
     def _gene_mask(self, gene_list: Sequence[str] | None) -> np.ndarray | slice:
         if gene_list is None:
             return slice(None)
@@ -168,7 +163,7 @@ class SCVI(BaseModel):
         if not 1 <= k <= self.module.n_latent:
             raise PybridgeError(f"n_latent must be between 1 and the model's {self.module.n_latent} latent dimensions")
         means, variances, latents = [], [], []
-        for _, batch in self._batches(adata, indices, batch_size):
+        for batch in self._minibatches(adata, indices, batch_size):
             inf = self.module.inference(batch, sample=not give_mean)
             means.append(inf["qz_m"].cpu())
             variances.append(inf["qz_v"].cpu())
@@ -202,7 +197,7 @@ class SCVI(BaseModel):
         genes = self._gene_mask(gene_list)
         codes = self._batch_codes(transform_batch)
         out = []
-        for _, batch in self._batches(adata, indices, batch_size):
+        for batch in self._minibatches(adata, indices, batch_size):
             inf = self.module.inference(batch, n_samples=n_samples, sample=n_samples > 1)
             per_batch = []
             for code in codes:
@@ -233,7 +228,7 @@ class SCVI(BaseModel):
         """Counts drawn from the posterior predictive: CSR [cells, genes] or dense [cells, genes, n_samples]."""
         genes = self._gene_mask(gene_list)
         draws = []
-        for _, batch in self._batches(adata, indices, batch_size):
+        for batch in self._minibatches(adata, indices, batch_size):
             inf = self.module.inference(batch, n_samples=n_samples)
             gen = self.module.generative(inf["z"], inf["library"], batch)
             counts = self.module.sample_counts(gen)[..., genes]
@@ -250,7 +245,7 @@ class SCVI(BaseModel):
         """Per-cell likelihood parameters: ``mean``, ``dispersions`` (theta) and ``dropout`` (zero-inflation
         probability), each [cells, genes] (or [n_samples, cells, genes] unless ``give_mean``)."""
         parts: dict[str, list] = {"mean": [], "dispersions": [], "dropout": []}
-        for _, batch in self._batches(adata, indices, batch_size):
+        for batch in self._minibatches(adata, indices, batch_size):
             inf = self.module.inference(batch, n_samples=n_samples)
             gen = self.module.generative(inf["z"], inf["library"], batch)
             values = {"mean": gen["px_rate"]}
@@ -264,21 +259,10 @@ class SCVI(BaseModel):
                 parts[key].append(value.cpu())
         return {k: torch.cat(v, dim=-2).numpy() for k, v in parts.items() if v}
 
-    @torch.inference_mode()
-    def _loss_terms(self, adata, indices, batch_size) -> tuple[float, float]:
-        rec = kl = 0.0
-        n = 0
-        for _, batch in self._batches(adata, indices, batch_size):
-            out = self.module.loss(batch, 1.0)
-            rec += out.reconstruction.sum().item()
-            kl += out.kl_local.sum().item()
-            n += len(out.reconstruction)
-        return rec / max(n, 1), kl / max(n, 1)
-
     def get_elbo(self, adata: AnnData | None = None, indices=None, batch_size: int | None = None) -> float:
         """Per-cell mean ELBO (a lower bound on log p(x); higher is better, as in scvi-tools)."""
-        rec, kl = self._loss_terms(adata, indices, batch_size)
-        return -(rec + kl)
+        terms = self._evaluate(adata, indices, batch_size)
+        return -(terms["reconstruction_loss"] + terms["kl_local"])
 
     def get_reconstruction_error(
         self, adata: AnnData | None = None, indices=None, batch_size: int | None = None
@@ -287,8 +271,7 @@ class SCVI(BaseModel):
 
         The sign is that of scvi-tools 1.4.2's return value (a positive NLL).
         """
-        rec, _ = self._loss_terms(adata, indices, batch_size)
-        return {"reconstruction_loss": rec}
+        return {"reconstruction_loss": self._evaluate(adata, indices, batch_size)["reconstruction_loss"]}
 
     @torch.inference_mode()
     def get_marginal_ll(
@@ -297,7 +280,7 @@ class SCVI(BaseModel):
     ) -> float:
         """Per-cell mean importance-sampling estimate of log p(x) (higher is better)."""
         total, n = 0.0, 0
-        for _, batch in self._batches(adata, indices, batch_size or 256):
+        for batch in self._minibatches(adata, indices, batch_size or 256, likelihood=True):
             values = self.module.marginal_ll(batch, n_mc_samples, chunk=mc_chunk)
             total += values.sum().item()
             n += len(values)
@@ -321,20 +304,18 @@ class SCVI(BaseModel):
         fdr_target: float = 0.05,
         **kwargs,
     ) -> pd.DataFrame:
-        """Bayesian differential expression (scvi-tools layout); see :func:`pybridge.de.differential_expression`."""
-        from pybridge.de import differential_expression
-
-        return differential_expression(
-            self, adata, groupby, group1, group2, idx1, idx2, mode, delta, batch_size, all_stats,
-            batch_correction, batchid1, batchid2, fdr_target, **kwargs,
+        """Bayesian differential expression (scvi-tools layout); see :func:`pybridge.de.differential_expression`
+        for the further keywords (``n_samples_overall``, ``pseudocounts``, ``threshold_counts``, ``seed``)."""
+        return de.differential_expression(
+            self, adata=adata, groupby=groupby, group1=group1, group2=group2, idx1=idx1, idx2=idx2, mode=mode,
+            delta=delta, batch_size=batch_size, all_stats=all_stats, batch_correction=batch_correction,
+            batchid1=batchid1, batchid2=batchid2, fdr_target=fdr_target, **kwargs,
         )
 
     # ---- minified data, decoding on demand, scvi-tools files ------------------------------------------------
     def minify(self, adata: AnnData | None = None, batch_size: int | None = None) -> AnnData:
-        """A minified copy of ``adata`` in scvi-tools' layout; see :func:`pybridge.minify.minify`."""
-        from pybridge.minify import minify
-
-        return minify(self, adata, batch_size)
+        """A minified copy of ``adata`` in scvi-tools' layout; see :func:`pybridge.decoding.minify`."""
+        return decoding.minify(self, adata, batch_size)
 
     def decode(
         self,
@@ -347,21 +328,22 @@ class SCVI(BaseModel):
         as_dask: bool = False,
     ):
         """Expected expression of ``genes`` at z = posterior mean, streamed over cells; see
-        :func:`pybridge.minify.decode`."""
-        from pybridge.minify import decode
-
-        return decode(self, adata, cells, genes, library_size, n_latent, chunk_size, as_dask)
+        :func:`pybridge.decoding.decode`."""
+        return decoding.decode(self, adata, cells, genes, library_size, n_latent, chunk_size, as_dask)
 
     @classmethod
     def load_scvi_tools(cls, dir_path, adata: AnnData | None = None, accelerator: str = "auto") -> SCVI:
-        """Load an scvi-tools ``model.pt`` without executing pickled code; see :mod:`pybridge.scvi_tools_import`."""
-        from pybridge.scvi_tools_import import load_scvi_tools
-
-        return load_scvi_tools(cls, dir_path, adata, accelerator)
+        """Load an scvi-tools ``model.pt`` without executing pickled code; see :mod:`pybridge.io.scvi_tools`."""
+        state, registry, params, is_trained = scvi_tools.read_scvi_tools(dir_path)
+        defaults = {
+            k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
+            if k in scvi_tools.SUPPORTED_KWARGS
+        }
+        return cls._restore(
+            dir_path, state, registry, {**defaults, **params}, adata, resolve_device(accelerator), is_trained
+        )
 
     def save_scvi_tools(self, dir_path, overwrite: bool = False, minified: bool = False) -> None:
         """Write this model as an scvi-tools 1.4 ``model.pt`` (readable by ``scvi.model.SCVI.load``); with
         ``minified=True`` for use with minified data (``scvi.model.SCVI.load(dir, adata=model.minify())``)."""
-        from pybridge.scvi_tools_import import save_scvi_tools
-
-        save_scvi_tools(self, dir_path, overwrite, minified)
+        scvi_tools.save_scvi_tools(self, dir_path, overwrite, minified)

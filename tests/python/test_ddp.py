@@ -10,10 +10,12 @@ from pathlib import Path
 
 import anndata
 import numpy as np
+import pytest
 from conftest import simulate_counts
 
 import pybridge
-from pybridge.distributed import shard
+from pybridge.errors import PybridgeError
+from pybridge.train.distributed import shard
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN_ARGS = ["--n-hidden", "32", "--n-latent", "4", "--max-epochs", "15", "--batch-size", "64", "--seed", "0",
@@ -81,17 +83,20 @@ def test_two_process_training_from_disk_through_the_cli(tmp_path):
 BACKED_SCRIPT = """
 import json, sys, torch
 import pybridge
-from pybridge import distributed
-from pybridge.ooc import open_backed
+from pybridge.train import distributed
+from pybridge.data.disk import open_backed
 adata = open_backed(sys.argv[1], batch_key="batch", buffer_cells=120, chunk_cells=20)
 model = pybridge.SCVI(adata, n_hidden=16, n_latent=3)
-ctx = distributed.context_from_env("cpu")
-distributed.train_distributed(model, ctx, max_epochs=3, batch_size=64, progress=False)
+# the one training entry: model.train() detects torchrun; early stopping must stop every rank at the same epoch
+model.train(max_epochs=6, batch_size=64, progress=False, accelerator="cpu", strategy="ddp",
+            early_stopping=True, early_stopping_patience=1)
+rank = torch.distributed.get_rank()
 weights = sum(float(p.detach().double().sum()) for p in model.module.parameters())
-report = {"rank": ctx.rank, "weights": weights, "elbo": model.history["elbo_validation"][-1]}
-with open(f"{sys.argv[2]}/rank{ctx.rank}.json", "w") as fh:
+report = {"rank": rank, "weights": weights, "elbo": model.history["elbo_validation"][-1],
+          "epochs": len(model.history["elbo_train"]), "main": distributed.is_main_process()}
+with open(f"{sys.argv[2]}/rank{rank}.json", "w") as fh:
     json.dump(report, fh)
-distributed.cleanup(ctx)
+distributed.cleanup()
 """
 
 
@@ -110,4 +115,22 @@ def test_two_ranks_train_from_disk_to_identical_weights(tmp_path):
     reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert sorted(r["rank"] for r in reports) == [0, 1]
     assert reports[0]["weights"] == reports[1]["weights"] and reports[0]["elbo"] == reports[1]["elbo"]
+    assert reports[0]["epochs"] == reports[1]["epochs"] and [r["main"] for r in reports] == [True, False]
     assert np.isfinite(reports[0]["elbo"])
+
+
+def test_strategy_is_checked_without_torchrun(small_adata_for_ddp):
+    model = pybridge.SCVI(small_adata_for_ddp, n_hidden=8, n_latent=2)
+    with pytest.raises(PybridgeError, match="torchrun"):
+        model.train(max_epochs=1, strategy="ddp", progress=False)
+    with pytest.raises(PybridgeError, match="strategy must be one of"):
+        model.train(max_epochs=1, strategy="fsdp", progress=False)
+    model.train(max_epochs=1, strategy="single", progress=False)
+    assert len(model.history["elbo_train"]) == 1
+
+
+@pytest.fixture
+def small_adata_for_ddp():
+    adata = simulate_counts(n_cells=60, n_genes=20)
+    pybridge.SCVI.setup_anndata(adata)
+    return adata

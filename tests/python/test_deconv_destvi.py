@@ -14,10 +14,10 @@ import torch
 import pybridge
 from pybridge import CondSCVI, DestVI
 from pybridge.cli.main import main as cli_main
+from pybridge.deconvolution import deconvolution_metrics, summarize_metrics
+from pybridge.deconvolution.simulate import pseudo_spots
 from pybridge.errors import PybridgeError
-from pybridge.evaluate import deconvolution_metrics, summarize_metrics
 from pybridge.models.destvi import default_batch_size
-from pybridge.simulate import pseudo_spots
 
 N_GENES = 300
 

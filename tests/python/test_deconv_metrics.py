@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pybridge.deconvolution import accuracy_score, deconvolution_metrics, summarize_metrics
 from pybridge.errors import PybridgeError
-from pybridge.evaluate import accuracy_score, deconvolution_metrics, summarize_metrics
 
 TRUE = pd.DataFrame([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]], index=["s0", "s1", "s2"], columns=["A", "B"])
 PRED = pd.DataFrame([[0.8, 0.2], [0.5, 0.5], [0.2, 0.8]], index=["s0", "s1", "s2"], columns=["A", "B"])

@@ -7,8 +7,8 @@ import pytest
 import scipy.sparse as sp
 
 import pybridge
+from pybridge.deconvolution.simulate import pseudo_spots
 from pybridge.errors import PybridgeError
-from pybridge.simulate import pseudo_spots
 
 
 @pytest.fixture(scope="module")

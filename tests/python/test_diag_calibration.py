@@ -4,10 +4,10 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import nbinom, poisson
 
-from pybridge.evaluate.calibration import CalibrationAccumulator, naive_zero_coverage
-from pybridge.evaluate.ceiling import count_loglik, moment_theta, simulate_counts, split_half_ceiling
-from pybridge.evaluate.imputation import hide_nonzero_entries, median_absolute_error
-from pybridge.evaluate.ranks import spearman_rows
+from pybridge.diagnostics.calibration import CalibrationAccumulator, naive_zero_coverage
+from pybridge.diagnostics.ceiling import count_loglik, moment_theta, simulate_counts, split_half_ceiling
+from pybridge.diagnostics.imputation import hide_nonzero_entries, median_absolute_error
+from pybridge.diagnostics.ranks import spearman_rows
 
 LEVELS = (0.5, 0.8, 0.95)
 
@@ -98,7 +98,7 @@ def test_hide_nonzero_entries():
 def test_split_half_ceiling_bounds_rank_correlation_when_most_counts_are_zero():
     """With ~85% zeros sqrt(rho_AB) matches the best achievable correlation with fold-B ranks, the correlation
     of E[rank(B) | rate]; ranking genes by their true rate (the rank oracle) reaches less."""
-    from pybridge.evaluate.ranks import _pearson_rows, row_ranks
+    from pybridge.diagnostics.ranks import _pearson_rows, row_ranks
 
     rng = np.random.default_rng(7)
     prof = rng.gamma(0.3, 1.0, 1000)

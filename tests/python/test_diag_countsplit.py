@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from pybridge.diagnostics.countsplit import count_split, split_anndata
 from pybridge.errors import PybridgeError
-from pybridge.evaluate.countsplit import count_split, split_anndata
 
 
 def _counts(seed=0, shape=(300, 80)):

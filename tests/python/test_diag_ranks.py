@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 from scipy.stats import rankdata, spearmanr
 
-from pybridge.evaluate.ranks import decile_of, rank_agreement, row_ranks, spearman_rows
+from pybridge.diagnostics.ranks import decile_of, rank_agreement, row_ranks, spearman_rows
 
 
 def _tied_counts(seed, shape=(40, 150)):

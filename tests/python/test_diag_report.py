@@ -9,9 +9,9 @@ from conftest import simulate_counts
 
 import pybridge
 from pybridge.cli.main import main
-from pybridge.evaluate.ceiling import count_loglik
-from pybridge.evaluate.countsplit import split_anndata
-from pybridge.report import evaluate_split
+from pybridge.diagnostics.ceiling import count_loglik
+from pybridge.diagnostics.countsplit import split_anndata
+from pybridge.diagnostics.report import evaluate_split
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import stats
 
-from pybridge import distributions as D
+from pybridge.nn import distributions as D
 
 RNG = np.random.default_rng(0)
 N = 4000

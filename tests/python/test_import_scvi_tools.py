@@ -12,7 +12,7 @@ import torch
 
 import pybridge
 from pybridge.errors import PybridgeError
-from pybridge.scvi_tools_import import read_model_pt, save_scvi_tools
+from pybridge.io.scvi_tools import read_model_pt, save_scvi_tools
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

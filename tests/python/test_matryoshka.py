@@ -8,8 +8,8 @@ import torch
 from conftest import simulate_counts
 
 import pybridge
-from pybridge.distributions import log_nb_positive
 from pybridge.errors import PybridgeError
+from pybridge.nn.distributions import log_nb_positive
 
 
 def _trained(adata, **kwargs):

@@ -9,8 +9,8 @@ import scipy.sparse as sp
 from conftest import simulate_counts
 
 import pybridge
+from pybridge.data.minified import LOG_NORMALIZER_KEY, MINIFY_TYPE, payload_bytes_per_cell
 from pybridge.errors import PybridgeError
-from pybridge.minify import LOG_NORMALIZER_KEY, MINIFY_TYPE, payload_bytes_per_cell
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_cli_minify_then_decode_genes(trained_model, tmp_path):
 
 
 def test_minified_from_arrays_decodes_like_minify(trained_model):
-    from pybridge.minify import minified_from_arrays
+    from pybridge.data.minified import minified_from_arrays
 
     model, adata = trained_model
     mini = model.minify()

@@ -15,9 +15,10 @@ import torch
 from conftest import simulate_counts
 
 import pybridge
-from pybridge.data import registry_of
+from pybridge.data.disk import DiskStore, open_backed
+from pybridge.data.registry import registry_of
+from pybridge.data.synthetic import simulate_nb_blocks, write_csr_h5ad
 from pybridge.errors import PybridgeError
-from pybridge.ooc import DiskStore, open_backed, simulate_nb_blocks, write_csr_h5ad
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,7 +87,7 @@ PEAK_RSS_SCRIPT = textwrap.dedent(
     import json, resource, sys, time, torch
     torch.set_num_threads(2)
     import pybridge
-    from pybridge.ooc import open_backed
+    from pybridge.data.disk import open_backed
     path = sys.argv[1]
     start = time.perf_counter()
     adata = open_backed(path, buffer_cells=20000, chunk_cells=1000)

@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 import pybridge
-from pybridge.training import default_max_epochs, kl_weight_at, split_indices
+from pybridge.train.trainer import default_max_epochs, kl_weight_at, split_indices
 
 
 def _model(adata, setup=None, **kwargs):
@@ -128,11 +128,11 @@ def test_sparse_and_dense_inputs_agree(small_adata):
 def test_sparse_store_matches_dense(small_adata):
     import torch
 
-    from pybridge.data import TensorStore
+    from pybridge.data.stores import TensorStore
 
     X = sp.csr_matrix(small_adata.X)
-    dense = TensorStore(X, {}, torch.device("cpu"))
-    sparse = TensorStore(X, {}, torch.device("cpu"), dense_budget_bytes=0)
+    dense = TensorStore(X, {}, torch.device("cpu"), likelihood=True)
+    sparse = TensorStore(X, {}, torch.device("cpu"), likelihood=True, dense_budget_bytes=0)
     assert dense.dense and not sparse.dense
     idx = torch.tensor([5, 0, 299, 17])
     assert torch.equal(dense.gather(idx)["X"], sparse.gather(idx)["X"])

@@ -109,7 +109,7 @@ test_that("Seurat -> AnnData -> Seurat keeps counts, meta.data and embeddings", 
 
 test_that("real counts from the shipped cortex data convert exactly, and .h5ad files round-trip", {
     skip_if_no_python()
-    ad <- reticulate::import("pybridge.datasets", convert = FALSE)$cortex()
+    ad <- reticulate::import("pybridge.data.datasets", convert = FALSE)$cortex()
     sce <- fromAnnData(ad)
     expect_identical(dim(sce), c(1000L, 3005L))
     expect_true(is.factor(sce$cell_type))

@@ -1,9 +1,6 @@
-"""Minified scVI data (latent posterior only) and decoding on demand.
+"""Minifying a trained scVI model's data (latent posterior only) and decoding gene subsets on demand.
 
-A minified AnnData keeps each cell's posterior mean and variance of z, its observed library size and its
-softmax log-normaliser, in the scvi-tools layout (``obsm["scvi_latent_qzm"]``, ``obsm["scvi_latent_qzv"]``,
-``obs["observed_lib_size"]``, ``uns["_scvi_adata_minify_type"]``, X all-zero sparse) plus
-``obs["pybridge_log_normalizer"]``. With the log-normaliser, the expected frequency of gene g at z = qz_m is
+The minified layout is described in :mod:`pybridge.data.minified`. With the stored log-normaliser, the expected frequency of gene g at z = qz_m is
 ``exp(w_g . h(z) + b_g - log_normalizer)``: decoding k genes costs the decoder's hidden layer plus k rows of
 its last layer, not all genes.
 """
@@ -11,7 +8,6 @@ its last layer, not all genes.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -19,126 +15,47 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
-from pybridge.data import SETUP_KEY, aligned_counts, covariate_arrays
+from pybridge.data.disk import backed_library_sizes, is_backed
+from pybridge.data.fields import aligned_counts, covariate_arrays
+from pybridge.data.minified import (
+    LIBRARY_KEY,
+    LOG_NORMALIZER_KEY,
+    MINIFY_TYPE,
+    MINIFY_TYPE_KEY,
+    QZM_KEY,
+    QZV_KEY,
+    LatentCells,
+    is_minified,
+    latent_cells_from_minified,
+)
+from pybridge.data.registry import SETUP_KEY
 from pybridge.errors import PybridgeError
 
-MINIFY_TYPE_KEY = "_scvi_adata_minify_type"
-MINIFY_TYPE = "latent_posterior_parameters"
-QZM_KEY = "scvi_latent_qzm"
-QZV_KEY = "scvi_latent_qzv"
-LIBRARY_KEY = "observed_lib_size"
-LOG_NORMALIZER_KEY = "pybridge_log_normalizer"
 DEFAULT_CHUNK = 8192
-
-
-def is_minified(adata: AnnData | None) -> bool:
-    """Whether ``adata`` holds latent posteriors instead of counts (scvi-tools' minified layout)."""
-    return adata is not None and adata.uns.get(MINIFY_TYPE_KEY) is not None
-
-
-def check_minified(adata: AnnData) -> None:
-    """Refuse a minified AnnData that lacks one of the fields decoding reads."""
-    kind = adata.uns.get(MINIFY_TYPE_KEY)
-    if kind not in (MINIFY_TYPE, "latent_posterior_parameters_with_counts"):
-        raise PybridgeError(f"uns[{MINIFY_TYPE_KEY!r}] is {kind!r}; only {MINIFY_TYPE!r} minified data is supported")
-    for where, key in (("obsm", QZM_KEY), ("obsm", QZV_KEY), ("obs", LIBRARY_KEY)):
-        if key not in getattr(adata, where):
-            raise PybridgeError(f"minified adata lacks {where}[{key!r}]; re-create it with model.minify(adata)")
-
-
-def require_counts(adata: AnnData | None, what: str) -> None:
-    """Raise a clear error when ``what`` needs counts but ``adata`` is minified."""
-    if is_minified(adata):
-        raise PybridgeError(
-            f"{what} needs the count matrix, but this AnnData is minified (it holds only latent posteriors); "
-            f"pass the original counts with adata=..."
-        )
-
-
-@dataclass
-class LatentCells:
-    """Per-cell inputs of the decoder: posterior mean/variance, library size, covariates, log-normaliser."""
-
-    qzm: np.ndarray
-    qzv: np.ndarray
-    library: np.ndarray
-    covariates: dict[str, np.ndarray]
-    log_normalizer: np.ndarray | None = None
-
-    def subset(self, rows) -> LatentCells:
-        return LatentCells(
-            self.qzm[rows], self.qzv[rows], self.library[rows],
-            {k: v[rows] for k, v in self.covariates.items()},
-            None if self.log_normalizer is None else self.log_normalizer[rows],
-        )
-
-    def __len__(self) -> int:
-        return len(self.qzm)
-
-
-class MinifiedStore:
-    """A minibatch source over a minified AnnData: batches carry ``qz_m``/``qz_v``/``library``, no ``X``."""
-
-    def __init__(self, cells: LatentCells, device: torch.device):
-        self.device = torch.device(device)
-        self.n_obs = len(cells)
-        self.fields = {k: torch.as_tensor(v).to(self.device) for k, v in cells.covariates.items()}
-        self.fields["qz_m"] = torch.as_tensor(cells.qzm, dtype=torch.float32).to(self.device)
-        self.fields["qz_v"] = torch.as_tensor(cells.qzv, dtype=torch.float32).to(self.device)
-        self.fields["library"] = torch.log(torch.as_tensor(cells.library, dtype=torch.float32)).reshape(-1, 1).to(
-            self.device
-        )
-
-    def __len__(self) -> int:
-        return self.n_obs
-
-    def gather(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        batch = {k: v.index_select(0, idx) for k, v in self.fields.items()}
-        batch["indices"] = idx
-        return batch
-
-
-def latent_cells_from_minified(adata: AnnData, registry) -> LatentCells:
-    """Read the latent posterior, library size and covariates of a minified AnnData."""
-    check_minified(adata)
-    library = np.asarray(adata.obs[LIBRARY_KEY], dtype=np.float32)
-    if not np.all(np.isfinite(library)) or (library <= 0).any():
-        bad = np.flatnonzero(~(np.isfinite(library) & (library > 0)))[:5].tolist()
-        raise PybridgeError(f"obs[{LIBRARY_KEY!r}] must be positive and finite; cells {bad} are not")
-    lognorm = adata.obs[LOG_NORMALIZER_KEY].to_numpy(np.float32) if LOG_NORMALIZER_KEY in adata.obs else None
-    return LatentCells(
-        np.asarray(adata.obsm[QZM_KEY], dtype=np.float32),
-        np.asarray(adata.obsm[QZV_KEY], dtype=np.float32),
-        library,
-        covariate_arrays(adata, registry),
-        lognorm,
-    )
 
 
 def latent_cells(model, adata: AnnData | None = None, indices=None, batch_size: int | None = None) -> LatentCells:
     """The decoder inputs for the chosen cells of ``adata`` (minified or with counts)."""
     adata = model._adata(adata)
+    rows = None if indices is None else _positions(indices, adata.n_obs)
     if is_minified(adata):
-        cells = latent_cells_from_minified(adata, model.registry)
-        return cells if indices is None else cells.subset(_positions(indices, adata.n_obs))
+        return latent_cells_from_minified(adata, model.registry, rows)
     if not model.module.use_observed_lib_size:
         raise PybridgeError(
             "minified data need use_observed_lib_size=True (the library size is read from the counts); this "
             "model encodes the library"
         )
-    rows = slice(None) if indices is None else _positions(indices, adata.n_obs)
-    qzm, qzv = model.get_latent_representation(adata, indices=indices, return_dist=True, batch_size=batch_size)
-    library = _library_sizes(model, adata)[rows]
-    covariates = {k: v[rows] for k, v in covariate_arrays(adata, model.registry).items()}
+    qzm, qzv = model.get_latent_representation(adata, indices=rows, return_dist=True, batch_size=batch_size)
+    library = _library_sizes(model, adata, rows)
+    covariates = covariate_arrays(adata, model.registry, rows)
     return LatentCells(qzm.astype(np.float32), qzv.astype(np.float32), library, covariates)
 
 
-def _library_sizes(model, adata: AnnData) -> np.ndarray:
-    from pybridge.ooc import backed_library_sizes, is_backed
-
+def _library_sizes(model, adata: AnnData, rows: np.ndarray | None) -> np.ndarray:
     if is_backed(adata):
-        return backed_library_sizes(adata)
-    return np.asarray(aligned_counts(adata, model.registry).sum(axis=1), dtype=np.float32).reshape(-1)
+        library = backed_library_sizes(adata)
+        return library if rows is None else library[rows]
+    return np.asarray(aligned_counts(adata, model.registry, rows).sum(axis=1), dtype=np.float32).reshape(-1)
 
 
 def _positions(indices, n: int) -> np.ndarray:
@@ -255,38 +172,8 @@ def minify(model, adata: AnnData | None = None, batch_size: int | None = None) -
     return out
 
 
-def minified_from_arrays(
-    qzm, qzv, observed_lib_size, var_names: Sequence[str], obs: pd.DataFrame | None = None,
-    log_normalizer=None,
-) -> AnnData:
-    """A minified AnnData assembled from its parts (e.g. a minified SingleCellExperiment handed over from R)."""
-    qzm, qzv = np.asarray(qzm, dtype=np.float32), np.asarray(qzv, dtype=np.float32)
-    library = np.asarray(observed_lib_size, dtype=np.float32).reshape(-1)
-    n = qzm.shape[0]
-    if qzv.shape != qzm.shape or library.shape != (n,):
-        raise PybridgeError(
-            f"qzm {qzm.shape}, qzv {qzv.shape} and observed_lib_size {library.shape} must describe the same cells"
-        )
-    if obs is not None and len(obs) != n:
-        raise PybridgeError(f"obs has {len(obs)} rows but qzm has {n} cells")
-    obs = pd.DataFrame(index=[str(i) for i in range(n)]) if obs is None else obs.copy()
-    out = AnnData(X=sp.csr_matrix((n, len(var_names)), dtype=np.float32), obs=obs,
-                  var=pd.DataFrame(index=[str(g) for g in var_names]))
-    out.obsm[QZM_KEY], out.obsm[QZV_KEY] = qzm, qzv
-    out.obs[LIBRARY_KEY] = library
-    if log_normalizer is not None:
-        out.obs[LOG_NORMALIZER_KEY] = np.asarray(log_normalizer, dtype=np.float32).reshape(-1)
-    out.uns[MINIFY_TYPE_KEY] = MINIFY_TYPE
-    return out
 
 
-def payload_bytes_per_cell(adata: AnnData) -> float:
-    """Bytes per cell of the minified payload: posterior mean and variance, library size, log-normaliser."""
-    check_minified(adata)
-    arrays = [np.asarray(adata.obsm[QZM_KEY]), np.asarray(adata.obsm[QZV_KEY]), adata.obs[LIBRARY_KEY].to_numpy()]
-    if LOG_NORMALIZER_KEY in adata.obs:
-        arrays.append(adata.obs[LOG_NORMALIZER_KEY].to_numpy())
-    return sum(a.nbytes for a in arrays) / max(adata.n_obs, 1)
 
 
 def _gene_positions(model, genes: Sequence[str] | None) -> np.ndarray | None:

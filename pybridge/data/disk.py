@@ -18,19 +18,15 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
-from pybridge.data import (
-    SETUP_KEY,
-    Registry,
-    covariate_arrays,
-    log_factorial_per_cell,
-    setup_anndata,
-    validate_counts,
-)
+from pybridge.data.fields import covariate_arrays, gene_positions
+from pybridge.data.registry import SETUP_KEY, Registry
+from pybridge.data.setup import setup_anndata
+from pybridge.data.stores import log_factorial_per_cell
+from pybridge.data.validation import validate_counts
 from pybridge.errors import PybridgeError
 
 BACKED_KEY = "_pybridge_backed"
@@ -166,8 +162,12 @@ def is_backed(adata: AnnData | None) -> bool:
 
 # ---- minibatch source ---------------------------------------------------------------------------------------
 class DiskStore:
-    """A minibatch source reading rows from disk; same ``gather`` interface as ``TensorStore`` plus a
-    streaming ``iter_minibatches`` (chunked, shuffled, prefetched) that the Trainer uses when present."""
+    """A store of rows read from disk (see :mod:`pybridge.data.stores`), plus a streaming
+    ``iter_minibatches`` (chunked, shuffled, prefetched) that the Trainer uses when present.
+
+    ``positions`` restricts it to those rows of the file (covariates are read for them alone);
+    ``likelihood=True`` adds the per-cell log-factorial to each minibatch.
+    """
 
     def __init__(
         self,
@@ -179,12 +179,20 @@ class DiskStore:
         chunk_cells: int = 1_000,
         prefetch: int = 1,
         gene_order: np.ndarray | None = None,
+        positions: np.ndarray | None = None,
+        likelihood: bool = False,
     ):
         if chunk_cells < 1 or buffer_cells < chunk_cells:
             raise PybridgeError(f"need 1 <= chunk_cells <= buffer_cells, got {chunk_cells} and {buffer_cells}")
         self.path, self.layer = Path(path), layer
         self.matrix = DiskMatrix(path, layer)
-        self.n_obs, self.n_vars = self.matrix.shape
+        self.n_rows_on_disk, self.n_vars = self.matrix.shape
+        self.positions = None if positions is None else np.asarray(positions, dtype=np.int64)
+        self.n_obs = self.n_rows_on_disk if positions is None else len(self.positions)
+        if self.positions is not None:
+            self._sorter = np.argsort(self.positions, kind="stable")
+            self._sorted = self.positions[self._sorter]
+        self.likelihood = likelihood
         self.device = torch.device(device)
         self.buffer_cells, self.chunk_cells, self.prefetch = buffer_cells, chunk_cells, max(int(prefetch), 1)
         self.gene_order = gene_order
@@ -192,16 +200,16 @@ class DiskStore:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_adata(cls, adata: AnnData, registry: Registry, device: torch.device | str) -> DiskStore:
-        """The store behind an AnnData made by :func:`open_backed`, with columns in the registry's order."""
+    def from_adata(
+        cls, adata: AnnData, registry: Registry, device: torch.device | str, rows: np.ndarray | None = None,
+        likelihood: bool = False,
+    ) -> DiskStore:
+        """The store behind an AnnData made by :func:`open_backed` (``rows`` of it), columns in the registry's order."""
         info = adata.uns[BACKED_KEY]
-        names = pd.Index(adata.var_names)
-        order = None if list(names) == registry.var_names else names.get_indexer(registry.var_names)
-        if order is not None and (order < 0).any():
-            raise PybridgeError("the on-disk data lack some of the model's genes")
         return cls(
-            info["path"], covariate_arrays(adata, registry), device, info["layer"] or None,
-            int(info["buffer_cells"]), int(info["chunk_cells"]), int(info["prefetch"]), order,
+            info["path"], covariate_arrays(adata, registry, rows), device, info["layer"] or None,
+            int(info["buffer_cells"]), int(info["chunk_cells"]), int(info["prefetch"]),
+            gene_positions(adata.var_names, registry), rows, likelihood,
         )
 
     def __len__(self) -> int:
@@ -212,19 +220,31 @@ class DiskStore:
             block = self.matrix.rows(start, stop)
         return block if self.gene_order is None else block[:, self.gene_order]
 
+    def _local(self, positions: np.ndarray) -> np.ndarray:
+        """The store's own positions of file rows ``positions``."""
+        if self.positions is None:
+            return positions
+        return self._sorter[np.searchsorted(self._sorted, positions)]
+
+    def _file_rows(self, local: torch.Tensor) -> np.ndarray:
+        """File rows of the store's positions ``local``."""
+        local = local.cpu().numpy()
+        return local if self.positions is None else self.positions[local]
+
     def _batch(self, block: sp.csr_matrix, rows: np.ndarray, positions: np.ndarray) -> dict[str, torch.Tensor]:
-        """Minibatch dict for ``rows`` of ``block`` (cells ``positions`` of the dataset)."""
+        """Minibatch dict for ``rows`` of ``block`` (file rows ``positions``)."""
         sub = block[rows]
-        idx = torch.as_tensor(positions, dtype=torch.long)
-        batch = {k: torch.as_tensor(v[positions]).to(self.device) for k, v in self.covariates.items()}
+        local = self._local(positions)
+        batch = {k: torch.as_tensor(v[local]).to(self.device) for k, v in self.covariates.items()}
         batch["X"] = torch.as_tensor(sub.toarray()).to(self.device)
-        batch["log_x_factorial"] = torch.as_tensor(log_factorial_per_cell(sub), dtype=torch.float32).to(self.device)
-        batch["indices"] = idx.to(self.device)
+        if self.likelihood:
+            batch["log_x_factorial"] = torch.as_tensor(log_factorial_per_cell(sub), dtype=torch.float32).to(self.device)
+        batch["indices"] = torch.as_tensor(positions, dtype=torch.long).to(self.device)
         return batch
 
     def gather(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Rows ``idx`` (any order), read as few contiguous spans of at most ``buffer_cells`` rows."""
-        positions = idx.cpu().numpy()
+        """The store's rows ``idx`` (any order), read as few contiguous spans of at most ``buffer_cells`` rows."""
+        positions = self._file_rows(idx)
         order = np.argsort(positions, kind="stable")
         sorted_pos = positions[order]
         parts, start = [], 0
@@ -240,14 +260,14 @@ class DiskStore:
 
     def _buffers(self, keep: np.ndarray, rng: np.random.Generator, shuffle: bool) -> Iterator[tuple]:
         """(CSR block, dataset positions) buffers of about ``buffer_cells`` kept cells, chunks in random order."""
-        starts = np.arange(0, self.n_obs, self.chunk_cells)
+        starts = np.arange(0, self.n_rows_on_disk, self.chunk_cells)
         if shuffle:
             starts = rng.permutation(starts)
         per_buffer = max(self.buffer_cells // self.chunk_cells, 1)
         for i in range(0, len(starts), per_buffer):
             blocks, positions = [], []
             for s in starts[i : i + per_buffer]:
-                stop = min(int(s) + self.chunk_cells, self.n_obs)
+                stop = min(int(s) + self.chunk_cells, self.n_rows_on_disk)
                 rows = np.flatnonzero(keep[s:stop])
                 if rows.size:
                     blocks.append(self._read(int(s), stop)[rows])
@@ -259,12 +279,12 @@ class DiskStore:
         self, indices: torch.Tensor, batch_size: int, generator: torch.Generator | None = None,
         shuffle: bool = True, min_last: int = 1,
     ) -> Iterator[dict[str, torch.Tensor]]:
-        """Minibatches over ``indices`` in one pass over the file: chunks in random order, cells shuffled within
+        """Minibatches over the store's rows ``indices`` in one pass over the file: chunks in random order, cells shuffled within
         each buffer, buffers read ahead by a background thread. Cells left over at the end of a buffer open the
         next one's first minibatch, so the count is ceil(len(indices) / batch_size) (a trailing minibatch
         smaller than ``min_last`` is dropped), the same on every rank of a distributed job."""
-        keep = np.zeros(self.n_obs, dtype=bool)
-        keep[indices.cpu().numpy()] = True
+        keep = np.zeros(self.n_rows_on_disk, dtype=bool)
+        keep[self._file_rows(indices)] = True
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item()) if generator is not None else 0
         rng = np.random.default_rng(seed)
         carry_block, carry_pos = None, np.zeros(0, dtype=np.int64)
@@ -319,59 +339,5 @@ def _prefetched(source: Iterator, depth: int) -> Iterator:
 
 
 # ---- writing test data ---------------------------------------------------------------------------------------
-def write_csr_h5ad(
-    path: str | os.PathLike, blocks: Iterator[sp.csr_matrix], n_obs: int, n_vars: int,
-    obs: pd.DataFrame | None = None, var_names: list[str] | None = None,
-) -> None:
-    """Write an .h5ad with a CSR X from row blocks, without holding the matrix in memory (anndata layout)."""
-    from anndata.io import write_elem
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with h5py.File(tmp, "w") as f:
-        group = f.create_group("X")
-        group.attrs.update({"encoding-type": "csr_matrix", "encoding-version": "0.1.0", "shape": (n_obs, n_vars)})
-        data = group.create_dataset("data", shape=(0,), maxshape=(None,), dtype="f4", chunks=(1 << 18,))
-        indices = group.create_dataset("indices", shape=(0,), maxshape=(None,), dtype="i4", chunks=(1 << 18,))
-        indptr = np.zeros(n_obs + 1, dtype=np.int64)
-        row = 0
-        for block in blocks:
-            block = sp.csr_matrix(block)
-            nnz, end = data.shape[0], data.shape[0] + block.nnz
-            data.resize((end,))
-            indices.resize((end,))
-            data[nnz:end] = block.data.astype(np.float32)
-            indices[nnz:end] = block.indices.astype(np.int32)
-            indptr[row + 1 : row + block.shape[0] + 1] = block.indptr[1:] + nnz
-            row += block.shape[0]
-        if row != n_obs:
-            raise PybridgeError(f"wrote {row} rows but n_obs is {n_obs}")
-        group.create_dataset("indptr", data=indptr)
-        obs = obs if obs is not None else pd.DataFrame(index=[f"cell{i}" for i in range(n_obs)])
-        var = pd.DataFrame(index=var_names or [f"gene{j}" for j in range(n_vars)])
-        write_elem(f, "obs", obs)
-        write_elem(f, "var", var)
-        f.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
-    os.replace(tmp, path)
 
 
-def simulate_nb_blocks(
-    n_obs: int, n_vars: int, block_cells: int = 10_000, seed: int = 0, mean_total: float = 1_000.0,
-    theta: float = 2.0, genes_per_type: int = 300, n_types: int = 5,
-) -> Iterator[sp.csr_matrix]:
-    """Negative-binomial (gamma-Poisson) counts of ``n_types`` cell types, each expressing its own random set of
-    ``genes_per_type`` genes, generated block by block (vectorised over the expressed genes only)."""
-    rng = np.random.default_rng(seed)
-    k = min(genes_per_type, n_vars)
-    gene_sets = np.sort(np.stack([rng.choice(n_vars, k, replace=False) for _ in range(n_types)]), axis=1)
-    profiles = rng.dirichlet(np.full(k, 0.5), size=n_types).astype(np.float32)
-    for start in range(0, n_obs, block_cells):
-        m = min(block_cells, n_obs - start)
-        kinds = rng.integers(0, n_types, m)
-        library = rng.lognormal(np.log(mean_total), 0.3, m).astype(np.float32)
-        rate = rng.standard_gamma(theta, size=(m, k), dtype=np.float32) / theta * profiles[kinds] * library[:, None]
-        counts = rng.poisson(rate).astype(np.float32)
-        counts[:, 0] += counts.sum(axis=1) == 0  # no empty cells
-        block = sp.csr_matrix((counts.ravel(), gene_sets[kinds].ravel(), np.arange(m + 1) * k), shape=(m, n_vars))
-        block.eliminate_zeros()
-        yield block

@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import gammaln
 
-from pybridge.evaluate.ranks import spearman_rows
+from pybridge.diagnostics.ranks import spearman_rows
 
 __all__ = [
     "count_loglik",

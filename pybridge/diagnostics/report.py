@@ -1,6 +1,6 @@
 """Count-split reconstruction report: rank agreement vs the noise ceiling, baselines, calibration.
 
-The model was trained on fold A (a layer of the AnnData, see :func:`pybridge.evaluate.split_anndata`);
+The model was trained on fold A (a layer of the AnnData, see :func:`pybridge.diagnostics.split_anndata`);
 everything here is scored on the held-out fold B, scaled to fold B's depth, and for reference on the
 training counts. :func:`evaluate_split` computes the numbers, :func:`build_report` writes
 ``metrics.json``, PNG figures and ``report.html`` into a directory.
@@ -20,9 +20,10 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.special import logsumexp
 
-from pybridge.errors import PybridgeError
-from pybridge.evaluate.calibration import CURVE_LEVELS, CalibrationAccumulator
-from pybridge.evaluate.ceiling import (
+from pybridge.data.fields import aligned_counts
+from pybridge.data.registry import SETUP_KEY, Registry
+from pybridge.diagnostics.calibration import CURVE_LEVELS, CalibrationAccumulator
+from pybridge.diagnostics.ceiling import (
     count_loglik,
     library_size,
     mean_cell_profile,
@@ -31,7 +32,9 @@ from pybridge.evaluate.ceiling import (
     simulate_counts,
     smoothed_count_profiles,
 )
-from pybridge.evaluate.ranks import decile_of, spearman_rows, spearman_rows_many
+from pybridge.diagnostics.ranks import decile_of, spearman_rows, spearman_rows_many
+from pybridge.errors import PybridgeError
+from pybridge.models.scvi import SCVI
 
 __all__ = ["baseline_logliks", "build_report", "compare_likelihood_models", "evaluate_split", "heldout_loglik_of_model"]
 
@@ -40,7 +43,6 @@ PCA_FLOOR_WEIGHTS = (0.01, 0.03, 0.1, 0.3)
 
 
 def _fold(adata, registry, layer: str):
-    from pybridge.data import aligned_counts
 
     reg = dataclasses.replace(registry, layer=layer)
     X = aligned_counts(adata, reg)
@@ -222,7 +224,7 @@ def evaluate_split(
         if layer not in adata.layers:
             raise PybridgeError(
                 f"the data has no layer {layer!r} (layers: {list(adata.layers.keys()) or 'none'}); make the folds "
-                "with pybridge.evaluate.split_anndata(adata) and train the model on layer 'fold_A'"
+                "with pybridge.diagnostics.split_anndata(adata) and train the model on layer 'fold_A'"
             )
     if model.registry.layer != train_layer:
         raise PybridgeError(
@@ -345,7 +347,6 @@ def _with_layer(adata, layer: str, X: sp.csr_matrix, cells: np.ndarray):
     """A small AnnData of ``cells`` whose ``layer`` holds ``X`` (model gene order), obs kept for covariates."""
     import anndata
 
-    from pybridge.data import SETUP_KEY
 
     sub = anndata.AnnData(
         X=sp.csr_matrix(X[cells].shape, dtype=np.float32),
@@ -359,7 +360,6 @@ def _with_layer(adata, layer: str, X: sp.csr_matrix, cells: np.ndarray):
 
 
 def _model_genes_of(adata, n_genes: int) -> list[str]:
-    from pybridge.data import SETUP_KEY, Registry
 
     reg = Registry.from_dict(json.loads(adata.uns[SETUP_KEY])) if SETUP_KEY in adata.uns else None
     names = reg.var_names if reg is not None and reg.var_names else list(adata.var_names)
@@ -391,7 +391,6 @@ def compare_likelihood_models(model, adata, metrics_by_likelihood: dict | None =
 
     ``max_epochs`` defaults to the number of epochs ``model`` was trained for.
     """
-    from pybridge.models.scvi import SCVI
 
     out = dict(metrics_by_likelihood or {})
     params = dict(model._init_params)
@@ -622,7 +621,6 @@ def build_report(
     """Load a model and data, evaluate on the held-out fold, write metrics.json, figures and report.html."""
     import anndata
 
-    from pybridge.models.scvi import SCVI
 
     data_path, out = Path(data_path), Path(out_dir)
     if not data_path.is_file():

@@ -120,7 +120,7 @@ def split_anndata(
     """Add count-split folds of ``adata.layers[layer]`` (or ``X``) as two layers, in place.
 
     Train on ``train_layer`` (``SCVI.setup_anndata(adata, layer="fold_A")``), then evaluate on
-    ``test_layer`` with :func:`pybridge.report.build_report` or ``pybridge report``.
+    ``test_layer`` with :func:`pybridge.diagnostics.report.build_report` or ``pybridge report``.
     """
     X = adata.X if layer is None else adata.layers[layer]
     a, b = count_split(X, fraction=fraction, overdispersion=overdispersion, seed=seed)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from anndata import AnnData
 
-from pybridge.data import SETUP_KEY, Registry
+from pybridge.data.minified import LIBRARY_KEY, MINIFY_TYPE_KEY, QZM_KEY, QZV_KEY
+from pybridge.data.registry import Registry
 from pybridge.errors import PybridgeError
 
 MODEL_FILE = "model.pt"
@@ -185,11 +185,9 @@ def init_params_from_scvi_tools(attr_dict: dict) -> dict:
 
 
 # ---- load -----------------------------------------------------------------------------------------------
-def load_scvi_tools(cls, dir_path: str | os.PathLike, adata: AnnData | None = None, accelerator: str = "auto"):
-    """A pybridge ``cls`` (SCVI) with the weights of the scvi-tools model saved in ``dir_path``."""
-    from pybridge.models.base import BaseModel, _check_genes
-    from pybridge.training import resolve_device
-
+def read_scvi_tools(dir_path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Registry, dict, bool]:
+    """The parts of the scvi-tools SCVI model saved in ``dir_path``: pybridge state dict, registry, the
+    architecture arguments it records, and whether it was trained (the model is built by the caller)."""
     dir_path = Path(dir_path)
     saved = read_model_pt(dir_path / MODEL_FILE)
     attr = saved["attr_dict"]
@@ -201,33 +199,8 @@ def load_scvi_tools(cls, dir_path: str | os.PathLike, adata: AnnData | None = No
     if not registry.var_names:
         raise PybridgeError(f"{dir_path / MODEL_FILE} records no gene names (var_names)")
     params = init_params_from_scvi_tools(attr)
-    if adata is None and (dir_path / "adata.h5ad").is_file():
-        import anndata
-
-        adata = anndata.read_h5ad(dir_path / "adata.h5ad")
-    if adata is not None:
-        _check_genes(adata, registry, dir_path)
-        adata.uns[SETUP_KEY] = registry.to_json()
-    model = cls.__new__(cls)
-    BaseModel.__init__(model, adata, registry)
-    model._init_params = {**_default_init_params(cls), **params}
-    model.module = model._build_module(registry, **model._init_params)
-    state = state_dict_from_scvi_tools(saved["model_state_dict"], model._init_params["use_observed_lib_size"])
-    try:
-        model.module.load_state_dict(state)
-    except RuntimeError as err:
-        raise PybridgeError(f"the weights in {dir_path / MODEL_FILE} do not fit pybridge's SCVI: {err}") from None
-    model.is_trained = bool(attr.get("is_trained_", True))
-    model.to_device(resolve_device(accelerator))
-    model.module.eval()
-    return model
-
-
-def _default_init_params(cls) -> dict:
-    import inspect
-
-    sig = inspect.signature(cls.__init__)
-    return {k: p.default for k, p in sig.parameters.items() if k in SUPPORTED_KWARGS}
+    state = state_dict_from_scvi_tools(saved["model_state_dict"], params.get("use_observed_lib_size", True))
+    return state, registry, params, bool(attr.get("is_trained_", True))
 
 
 # ---- export ---------------------------------------------------------------------------------------------
@@ -285,7 +258,6 @@ def _library_encoder_placeholder(model) -> dict[str, torch.Tensor]:
 
 
 def _minified_fields(n_latent: int) -> dict:
-    from pybridge.minify import LIBRARY_KEY, MINIFY_TYPE_KEY, QZM_KEY, QZV_KEY
 
     def obsm(name: str, key: str) -> dict:
         return {

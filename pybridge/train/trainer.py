@@ -1,59 +1,26 @@
 """The one training loop shared by every pybridge model (no Lightning).
 
 Adam with scvi-tools' defaults, linear KL warm-up, a random train/validation split, a validation ELBO every
-epoch into ``history``, optional early stopping and a tqdm progress bar on stderr. Minibatches are gathered
-from a device-resident :class:`~pybridge.data.TensorStore`.
+epoch into ``history``, optional early stopping and a tqdm progress bar on stderr. Minibatches come from a
+store (:mod:`pybridge.data.stores`); data-parallel training wraps the module and averages the metrics
+(:mod:`pybridge.train.distributed`), through the same loop.
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import math
-import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from pybridge.errors import PybridgeError
+from pybridge.train.malloc import keep_freed_buffers_in_heap
 
 MIN_LAST_BATCH = 3  # BatchNorm needs more than one cell; tiny trailing minibatches are dropped
-
-
-@functools.cache
-def keep_freed_buffers_in_heap() -> bool:
-    """Ask glibc to keep freed buffers up to 64 MB in the heap (trimmed back to the OS past 256 MB).
-
-    Each step allocates and frees [cells x genes] temporaries of a few MB; with glibc's defaults they are mapped
-    and unmapped from the OS every step, and the page faults cost ~7 % of CPU training time. Process-wide, done
-    once; set PYBRIDGE_MALLOC_TUNING=0 to leave malloc alone. Returns whether the setting was applied.
-    """
-    if os.environ.get("PYBRIDGE_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 64 << 20)) and bool(libc.mallopt(m_trim_threshold, 256 << 20))
-    except (OSError, AttributeError):  # not glibc
-        return False
-
-
-def resolve_device(accelerator: str = "auto", device: int | str | None = None) -> torch.device:
-    """``"auto"`` picks CUDA when present, else the CPU; ``"gpu"``/``"cuda"`` insist on CUDA."""
-    if accelerator not in ("auto", "cpu", "gpu", "cuda"):
-        raise PybridgeError(f"accelerator must be 'auto', 'cpu', 'gpu' or 'cuda', got {accelerator!r}")
-    if accelerator == "cpu":
-        return torch.device("cpu")
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise PybridgeError(f"accelerator={accelerator!r} but no CUDA device is available; use accelerator='cpu'")
-    if torch.cuda.is_available():
-        index = 0 if device in (None, "auto") else int(device)
-        return torch.device(f"cuda:{index}")
-    return torch.device("cpu")
 
 
 def default_max_epochs(n_cells: int) -> int:
@@ -82,8 +49,35 @@ def kl_weight_at(epoch: int, n_epochs_kl_warmup: int | None, max_kl_weight: floa
     return max_kl_weight * min(1.0, epoch / n_epochs_kl_warmup)
 
 
+def evaluate_loss(module: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """Per-cell means of the negative ELBO terms (full KL) over ``batches``, in eval mode, without gradients.
+
+    The one evaluation loop: the Trainer's validation and every model's ``get_elbo`` /
+    ``get_reconstruction_error`` go through it.
+    """
+    module.eval()
+    totals = None
+    n_cells = n_chunks = 0
+    with torch.inference_mode():
+        for batch in batches:
+            out = module.loss(batch, 1.0)
+            terms = torch.stack([
+                out.reconstruction.sum(), out.kl_local.sum(),
+                torch.as_tensor(out.kl_global, device=out.reconstruction.device),
+            ])
+            totals = terms if totals is None else totals + terms
+            n_cells += len(out.reconstruction)
+            n_chunks += 1
+    rec, kl_local, kl_global = (0.0, 0.0, 0.0) if totals is None else totals.tolist()
+    return _epoch_metrics(rec, kl_local, kl_global / max(n_chunks, 1), n_cells)
+
+
 class Trainer:
-    """Trains ``module`` (any object with ``loss(batch, kl_weight) -> LossOutput``) on a store's rows."""
+    """Trains ``module`` (any object with ``loss(batch, kl_weight) -> LossOutput``) on a store's rows.
+
+    ``train_indices`` / ``validation_indices`` are positions within ``store``. ``sync`` (data-parallel training)
+    turns this process's per-epoch metrics into the job's, so that every rank records and stops alike.
+    """
 
     def __init__(
         self,
@@ -96,13 +90,11 @@ class Trainer:
         weight_decay: float = 1e-6,
         eps: float = 0.01,
         n_epochs_kl_warmup: int | None = 400,
-        max_kl_weight: float = 1.0,
         early_stopping: bool = False,
         early_stopping_patience: int = 45,
-        early_stopping_min_delta: float = 0.0,
         progress: bool | None = None,
         seed: int = 0,
-        optimizer_params: Callable[[torch.nn.Module], list] | None = None,
+        sync: Callable[[dict[str, float]], dict[str, float]] | None = None,
     ):
         if len(train_indices) < MIN_LAST_BATCH:
             raise PybridgeError(
@@ -120,12 +112,13 @@ class Trainer:
         self.train_idx = torch.as_tensor(np.asarray(train_indices, dtype=np.int64), device=self.device)
         self.val_idx = torch.as_tensor(np.asarray(validation_indices, dtype=np.int64), device=self.device)
         self.batch_size = batch_size
-        params = optimizer_params(module) if optimizer_params else [p for p in module.parameters() if p.requires_grad]
+        params = [p for p in module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=lr, eps=eps, weight_decay=weight_decay, fused=True)
-        self.n_epochs_kl_warmup, self.max_kl_weight = n_epochs_kl_warmup, max_kl_weight
+        self.n_epochs_kl_warmup = n_epochs_kl_warmup
         self.early_stopping = early_stopping and len(validation_indices) > 0
-        self.patience, self.min_delta = early_stopping_patience, early_stopping_min_delta
+        self.patience = early_stopping_patience
         self.progress = sys.stderr.isatty() if progress is None else progress
+        self.sync = sync
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         torch.manual_seed(seed)
 
@@ -168,25 +161,14 @@ class Trainer:
         rec, kl_local, kl_global = totals.tolist()
         return _epoch_metrics(rec, kl_local, kl_global / max(n_steps, 1), n_seen)
 
-    @torch.inference_mode()
     def evaluate(self, indices: torch.Tensor) -> dict[str, float]:
-        """Per-cell means of the negative ELBO terms (full KL) on ``indices``, in eval mode."""
-        self.module.eval()
-        totals = torch.zeros(3, device=self.device)
+        """Per-cell means of the negative ELBO terms (full KL) on the store's rows ``indices``."""
         size = max(self.batch_size, 1024)
         if hasattr(self.store, "iter_minibatches"):
             batches = self.store.iter_minibatches(indices, size, shuffle=False)
         else:
             batches = (self.store.gather(idx) for idx in torch.split(indices, size))
-        n_chunks = 0
-        for batch in batches:
-            n_chunks += 1
-            out = self.module.loss(batch, 1.0)
-            totals += torch.stack(
-                [out.reconstruction.sum(), out.kl_local.sum(), torch.as_tensor(out.kl_global, device=self.device)]
-            )
-        rec, kl_local, kl_global = totals.tolist()
-        return _epoch_metrics(rec, kl_local, kl_global / max(n_chunks, 1), len(indices))
+        return evaluate_loss(self.module, batches)
 
     def fit(self, max_epochs: int, history: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
         """Run up to ``max_epochs`` epochs; returns (and extends) the per-epoch history."""
@@ -197,18 +179,20 @@ class Trainer:
         best, since_best = math.inf, 0
         bar = tqdm(range(max_epochs), disable=not self.progress, file=sys.stderr, desc="Training", unit="epoch")
         for step in bar:
-            kl_weight = kl_weight_at(start_epoch + step, self.n_epochs_kl_warmup, self.max_kl_weight)
+            kl_weight = kl_weight_at(start_epoch + step, self.n_epochs_kl_warmup)
             record = {f"{k}_train": v for k, v in self._train_epoch(kl_weight).items()}
             record["kl_weight"] = kl_weight
             if len(self.val_idx):
                 record.update({f"{k}_validation": v for k, v in self.evaluate(self.val_idx).items()})
+            if self.sync is not None:
+                record = self.sync(record)
             for key, value in record.items():
                 history.setdefault(key, []).append(value)
             shown = record.get("elbo_validation", record["elbo_train"])
             bar.set_postfix_str(f"elbo={record['elbo_train']:.1f}" + (
                 f" val={shown:.1f}" if "elbo_validation" in record else ""))
             if self.early_stopping:
-                if shown < best - self.min_delta:
+                if shown < best:
                     best, since_best = shown, 0
                 else:
                     since_best += 1

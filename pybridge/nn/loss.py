@@ -19,7 +19,3 @@ class LossOutput:
     reconstruction: torch.Tensor
     kl_local: torch.Tensor
     kl_global: torch.Tensor | float = 0.0
-
-    def elbo_sum(self) -> torch.Tensor:
-        """Sum over the minibatch of the negative ELBO's per-cell terms."""
-        return (self.reconstruction + self.kl_local).sum()

@@ -11,7 +11,7 @@ from anndata import AnnData
 def cortex() -> AnnData:
     """Zeisel et al. 2015 mouse cortex: 3,005 cells × 1,000 genes, raw counts, ``obs["cell_type"]``.
 
-    Provenance and licence: ``pybridge/_data/README.md``.
+    Provenance and licence: ``pybridge/data/_files/README.md``.
     """
-    with resources.as_file(resources.files("pybridge") / "_data" / "cortex.h5ad") as path:
+    with resources.as_file(resources.files("pybridge.data") / "_files" / "cortex.h5ad") as path:
         return anndata.read_h5ad(path)

@@ -1,0 +1,101 @@
+"""What a model reads from an AnnData: the registered counts in the model's gene order and the covariate codes.
+
+Both take ``rows`` (positions of cells) so that a call about k cells reads and converts only those k cells.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from pybridge.data.registry import Registry
+from pybridge.errors import PybridgeError
+
+
+def check_obs_key(adata: AnnData, key: str, role: str) -> None:
+    """Refuse an obs column that does not exist, listing the ones that do."""
+    if key not in adata.obs.columns:
+        cols = ", ".join(map(str, adata.obs.columns)) or "(none)"
+        raise PybridgeError(f"{role} {key!r} is not a column of adata.obs; available columns: {cols}")
+
+
+
+def get_layer(adata: AnnData, layer: str | None):
+    """The count matrix in ``layer`` (``None`` = X), with a clear error when it is missing."""
+    if layer is None:
+        if adata.X is None:
+            raise PybridgeError("adata.X is empty; pass layer= naming the layer that holds raw counts")
+        return adata.X
+    if layer not in adata.layers:
+        layers = ", ".join(adata.layers.keys()) or "(none)"
+        raise PybridgeError(f"layer {layer!r} not found in adata.layers; available layers: {layers} (or layer=None for X)")
+    return adata.layers[layer]
+
+
+def gene_positions(var_names, reg: Registry) -> np.ndarray | None:
+    """Column positions of the model's genes in ``var_names`` (None when they are already in the model's order)."""
+    names = pd.Index(var_names)
+    if len(names) == len(reg.var_names) and names.equals(pd.Index(reg.var_names)):
+        return None
+    position = names.get_indexer(reg.var_names)
+    missing = [g for g, p in zip(reg.var_names, position) if p < 0]
+    if missing:
+        raise PybridgeError(
+            f"{len(missing)} of the model's {len(reg.var_names)} genes are missing from adata.var_names "
+            f"(e.g. {missing[:5]}); subset or pad the data to the model's genes"
+        )
+    return position
+
+
+def aligned_counts(adata: AnnData, reg: Registry, rows: np.ndarray | None = None):
+    """The registered counts of ``rows`` (all cells when None), columns in the registry's gene order."""
+    X = get_layer(adata, reg.layer)
+    if rows is not None:
+        X = X[rows]
+    columns = gene_positions(adata.var_names, reg)
+    return X if columns is None else X[:, columns]
+
+
+def _codes(values: pd.Series, categories: list[str], key: str, role: str) -> np.ndarray:
+    n_na = int(values.isna().sum())
+    if n_na:
+        raise PybridgeError(f"{role} {key!r} has {n_na} missing (NA) values; fill or drop those cells")
+    as_str = values.astype(str).to_numpy()
+    codes = pd.Index(categories).get_indexer(as_str).astype(np.int64)
+    unknown = sorted(set(as_str[codes < 0]))
+    if unknown:
+        raise PybridgeError(
+            f"{role} {key!r} has categories the model was not trained with: {unknown[:10]}; "
+            f"known categories: {categories[:20]}"
+        )
+    return codes
+
+
+def covariate_arrays(adata: AnnData, reg: Registry, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Integer codes for batch, labels and categorical covariates, floats for continuous covariates."""
+    obs = adata.obs if rows is None else adata.obs.iloc[rows]
+    n = len(obs)
+    out: dict[str, np.ndarray] = {
+        "batch": np.zeros(n, np.int64)
+        if reg.batch_key is None
+        else _codes(obs[reg.batch_key], reg.batch_categories, reg.batch_key, "batch_key"),
+        "labels": np.zeros(n, np.int64)
+        if reg.labels_key is None or reg.labels_key not in obs
+        else _codes(obs[reg.labels_key], reg.label_categories, reg.labels_key, "labels_key"),
+    }
+    if reg.categorical_covariate_keys:
+        out["cat_covs"] = np.stack(
+            [
+                _codes(obs[k], reg.covariate_categories[k], k, "categorical covariate")
+                for k in reg.categorical_covariate_keys
+            ],
+            axis=1,
+        )
+    if reg.continuous_covariate_keys:
+        for k in reg.continuous_covariate_keys:
+            check_obs_key(adata, k, "continuous covariate")
+        out["cont_covs"] = np.stack(
+            [obs[k].to_numpy(dtype=np.float32) for k in reg.continuous_covariate_keys], axis=1
+        )
+    return out

@@ -1,0 +1,1 @@
+"""Model files: pybridge model directories (safetensors + JSON) and scvi-tools model files."""

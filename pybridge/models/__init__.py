@@ -1,0 +1,1 @@
+"""The user-facing models (SCVI, CondSCVI, DestVI) and the torch modules they train."""

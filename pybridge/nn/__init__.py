@@ -1,0 +1,1 @@
+"""Likelihoods, layers and the loss contract between modules and the training loop."""

@@ -1,0 +1,1 @@
+"""Training: the one loop, device choice, and data-parallel training under torchrun."""
