@@ -30,7 +30,6 @@ _EPS = 1e-8
 
 
 def _raw_counts(model, adata):
-
     X = aligned_counts(adata, model.registry)
     return X.tocsr() if sp.issparse(X) else np.asarray(X)
 

@@ -43,7 +43,6 @@ PCA_FLOOR_WEIGHTS = (0.01, 0.03, 0.1, 0.3)
 
 
 def _fold(adata, registry, layer: str):
-
     reg = dataclasses.replace(registry, layer=layer)
     X = aligned_counts(adata, reg)
     return sp.csr_matrix(X, dtype=np.float64) if sp.issparse(X) else sp.csr_matrix(np.asarray(X, dtype=np.float64))
@@ -360,7 +359,6 @@ def _with_layer(adata, layer: str, X: sp.csr_matrix, cells: np.ndarray):
 
 
 def _model_genes_of(adata, n_genes: int) -> list[str]:
-
     reg = Registry.from_dict(json.loads(adata.uns[SETUP_KEY])) if SETUP_KEY in adata.uns else None
     names = reg.var_names if reg is not None and reg.var_names else list(adata.var_names)
     if len(names) != n_genes:

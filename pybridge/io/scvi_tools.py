@@ -258,7 +258,6 @@ def _library_encoder_placeholder(model) -> dict[str, torch.Tensor]:
 
 
 def _minified_fields(n_latent: int) -> dict:
-
     def obsm(name: str, key: str) -> dict:
         return {
             "data_registry": {"attr_name": "obsm", "attr_key": key},
