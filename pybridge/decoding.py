@@ -37,7 +37,7 @@ DEFAULT_CHUNK = 8192
 def latent_cells(model, adata: AnnData | None = None, indices=None, batch_size: int | None = None) -> LatentCells:
     """The decoder inputs for the chosen cells of ``adata`` (minified or with counts)."""
     adata = model._adata(adata)
-    rows = None if indices is None else _positions(indices, adata.n_obs)
+    rows = model._rows(adata, indices)
     if is_minified(adata):
         return latent_cells_from_minified(adata, model.registry, rows)
     if not model.module.use_observed_lib_size:
@@ -56,15 +56,6 @@ def _library_sizes(model, adata: AnnData, rows: np.ndarray | None) -> np.ndarray
         library = backed_library_sizes(adata)
         return library if rows is None else library[rows]
     return np.asarray(aligned_counts(adata, model.registry, rows).sum(axis=1), dtype=np.float32).reshape(-1)
-
-
-def _positions(indices, n: int) -> np.ndarray:
-    idx = np.asarray(indices)
-    if idx.dtype == bool:
-        idx = np.flatnonzero(idx)
-    if idx.size and (idx.min() < 0 or idx.max() >= n):
-        raise PybridgeError(f"cells must lie in [0, {n}); got values from {idx.min()} to {idx.max()}")
-    return idx.astype(np.int64)
 
 
 class ChunkDecoder:

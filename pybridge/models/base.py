@@ -30,7 +30,8 @@ DEFAULT_CHUNK = 1024
 class BaseModel:
     """Holds an AnnData's registry, a torch module and the training history.
 
-    Subclasses define ``_build_module(registry, **init_params)`` and may override ``_store_fields``.
+    Subclasses define ``_build_module(registry, **init_params)``; ``_data_parallel = False`` for those that
+    cannot train under DDP.
     """
 
     _init_params: dict[str, Any]
@@ -99,7 +100,7 @@ class BaseModel:
         return evaluate_loss(self.module, self._minibatches(adata, indices, batch_size, likelihood=True))
 
     # ---- training -----------------------------------------------------------------------------------------
-    _data_parallel = True  # False for models with per-cell parameters, which DDP's gradient averaging would scale
+    _data_parallel = True  # False for models with per-cell parameters, whose gradients DDP would average
 
     def to_device(self, device: torch.device | str) -> None:
         self.device = torch.device(device)
