@@ -1,16 +1,9 @@
-# R <-> Python (AnnData) conversion. Counts travel as dgCMatrix slots (a genes x
-# cells CSC is, slot for slot, the cells x genes CSR AnnData wants); tables
-# travel column by column with explicit NA masks, because reticulate 1.28
-# corrupts NA in integer, logical and character columns going to pandas.
-
-# An R vector as a 1-d array, which reticulate hands to NumPy without copying
-# (a plain vector would become a Python list).
-.arr <- function(v) {
-    dim(v) <- length(v)
-    v
-}
-
-.INT32_MAX <- 2147483647
+# R <-> Python (AnnData) conversion through reticulate (R hosts Python). Objects are taken
+# apart and put together in R/parts.R; this file moves the parts across. Counts travel as
+# dgCMatrix slots (a genes x cells CSC is, slot for slot, the cells x genes CSR AnnData wants);
+# tables travel column by column with explicit NA masks, because reticulate 1.28 corrupts NA
+# in integer, logical and character columns going to pandas, and its py_to_r of scipy sparse
+# matrices is broken.
 
 # ---------------------------------------------------------------- counts
 
@@ -18,20 +11,12 @@
 .countsToPython <- function(m, what = "the counts") {
     if (methods::is(m, "DelayedMatrix")) return(.delayedToPython(m))
     if (is.matrix(m)) {
-        if (!is.numeric(m) && !is.logical(m)) {
-            stop(what, " is a ", typeof(m), " matrix; counts must be numeric", call. = FALSE)
-        }
+        .checkNumericMatrix(m, what)
         if (!is.double(m)) storage.mode(m) <- "double"
         return(.handoff()$dense_cells_by_genes(m))
     }
-    if (!methods::is(m, "dgCMatrix")) {
-        if (!methods::is(m, "Matrix")) {
-            stop(what, " has class '", class(m)[1], "', expected a matrix, dgCMatrix or DelayedMatrix; ",
-                 "convert it with as(x, \"dgCMatrix\")", call. = FALSE)
-        }
-        m <- methods::as(methods::as(methods::as(m, "CsparseMatrix"), "generalMatrix"), "dMatrix")
-    }
-    .handoff()$csr_from_dgc_slots(.arr(m@x), .arr(m@i), .arr(m@p), nrow(m), ncol(m))
+    s <- .dgcSlots(.asDgCMatrix(m, what))
+    .handoff()$csr_from_dgc_slots(s$x, s$i, s$p, s$Dim[1], s$Dim[2])
 }
 
 # DelayedArray / HDF5-backed assays: streamed by blocks of columns (cells).
@@ -41,113 +26,59 @@
     starts <- seq.int(1L, ncol(m), by = block.cells)
     for (s in starts) {
         e <- min(ncol(m), s + block.cells - 1L)
-        blk <- methods::as(m[, s:e, drop = FALSE], "dgCMatrix")
-        builder$add_block(.arr(blk@x), .arr(blk@i), .arr(blk@p))
+        blk <- .dgcSlots(methods::as(m[, s:e, drop = FALSE], "dgCMatrix"))
+        builder$add_block(blk$x, blk$i, blk$p)
     }
     builder$finish()
 }
 
+# Slots list(x, i, p, Dim) as R vectors from the dict Python returned (handoff.csr_to_dgc_slots).
+.slotsFromPython <- function(slots) {
+    out <- lapply(c("x", "i", "p", "Dim"), function(nm) reticulate::py_to_r(slots[[nm]]))
+    names(out) <- c("x", "i", "p", "Dim")
+    out
+}
+
 # dgCMatrix (genes x cells) from the slots Python returned for a cells x genes matrix.
 .dgcFromSlots <- function(slots, rownames = NULL, colnames = NULL) {
-    v <- function(name) {
-        out <- reticulate::py_to_r(slots[[name]])
-        dim(out) <- NULL
-        out
-    }
-    Dim <- as.integer(reticulate::py_to_r(slots[["Dim"]]))
-    methods::new("dgCMatrix", x = v("x"), i = v("i"), p = v("p"), Dim = Dim,
-                 Dimnames = list(rownames, colnames))
+    .dgcFromPlain(.slotsFromPython(slots), rownames, colnames)
 }
 
 # ---------------------------------------------------------------- tables
 
-.columnSpec <- function(name, v) {
-    na <- is.na(v)
-    if (is.factor(v)) {
-        codes <- as.integer(v) - 1L
-        codes[na] <- -1L
-        return(list(name = name, kind = "factor", values = .arr(codes), na = .arr(na),
-                    levels = .arr(enc2utf8(levels(v))), ordered = is.ordered(v)))
-    }
-    if (is.logical(v)) {
-        v[na] <- FALSE
-        return(list(name = name, kind = "logical", values = .arr(v), na = .arr(na)))
-    }
-    if (is.integer(v) && is.null(attr(v, "class"))) {
-        v[na] <- 0L
-        return(list(name = name, kind = "integer", values = .arr(v), na = .arr(na)))
-    }
-    if (is.double(v) && is.null(attr(v, "class"))) {
-        v[na] <- 0
-        return(list(name = name, kind = "double", values = .arr(v), na = .arr(na)))
-    }
-    if (is.character(v)) {
-        v[na] <- ""
-        return(list(name = name, kind = "character", values = .arr(enc2utf8(v)), na = .arr(na)))
-    }
-    stop("column '", name, "' has class '", paste(class(v), collapse = "/"),
-         "', which has no AnnData equivalent here; convert it to character, numeric, logical or ",
-         "factor (or drop it) before converting", call. = FALSE)
-}
-
 # pandas DataFrame (column by column, NA explicit) for a data.frame / DataFrame.
 .frameToPandas <- function(df, rownames) {
-    cols <- lapply(seq_len(ncol(df)), function(j) .columnSpec(enc2utf8(colnames(df)[j]), df[[j]]))
-    .handoff()$frame_from_columns(cols, .arr(enc2utf8(rownames)), nrow(df))
+    .handoff()$frame_from_columns(.frameSpecs(df), .arr(enc2utf8(rownames)), nrow(df))
 }
 
-# R vector from one Python column spec (already converted to an R list).
-.columnFromSpec <- function(spec) {
-    plain <- function(v) {
-        dim(v) <- NULL
-        v
-    }
-    values <- plain(spec$values)
-    na <- as.logical(plain(spec$na))
-    if (spec$kind == "factor") {
-        values <- as.integer(values)
-        values[na] <- NA_integer_
-        levels <- as.character(plain(spec$levels))
-        return(structure(values, levels = levels, class = c(if (isTRUE(spec$ordered)) "ordered", "factor")))
-    }
-    values <- switch(spec$kind, logical = as.logical(values), integer = as.integer(values),
-                     double = as.double(values), character = as.character(values))
-    values[na] <- NA
-    values
+# ---------------------------------------------------------------- parts <-> AnnData
+
+# A Python AnnData from parts (.objectToParts()); X is the assay `X.name`.
+.partsToAnnData <- function(parts, X.name = "counts") {
+    layers <- Map(function(m, nm) .countsToPython(m, paste0("assay '", nm, "'")), parts$layers, names(parts$layers))
+    .handoff()$build_anndata(
+        .countsToPython(parts$X, paste0("assay '", X.name, "'")),
+        .frameToPandas(parts$obs, parts$obs_names), .frameToPandas(parts$var, parts$var_names),
+        obsm = parts$reduced_dims, layers = layers
+    )
 }
 
-# S4Vectors DataFrame from Python column specs, keeping duplicated names.
-.frameFromPython <- function(specs, rownames) {
-    specs <- reticulate::py_to_r(specs)
-    if (length(specs) == 0L) {
-        out <- .emptyFrame(length(rownames))
-        rownames(out) <- rownames
-        return(out)
+# Plain parts of an AnnData (handoff.anndata_parts, brought over piece by piece), X from `layer`.
+.anndataPlainParts <- function(adata, layer = NULL) {
+    p <- .handoff()$anndata_parts(adata, layer = layer)
+    keys <- function(d) as.character(unlist(reticulate::py_to_r(reticulate::import_builtins(convert = FALSE)$list(d))))
+    each <- function(d, f) {
+        nms <- keys(d)
+        out <- lapply(nms, function(nm) f(d[[nm]]))
+        names(out) <- nms
+        out
     }
-    cols <- lapply(specs, .columnFromSpec)
-    names(cols) <- vapply(specs, function(s) s$name, "")
-    out <- S4Vectors::DataFrame(cols, check.names = FALSE)
-    rownames(out) <- rownames
-    out
-}
-
-.namesFromPython <- function(x) {
-    out <- reticulate::py_to_r(x)
-    dim(out) <- NULL
-    as.character(out)
-}
-
-# ---------------------------------------------------------------- reducedDims
-
-.reducedDimsToPython <- function(dims, cellnames) {
-    out <- list()
-    for (nm in names(dims)) {
-        m <- dims[[nm]]
-        if (!is.matrix(m)) m <- as.matrix(m)
-        storage.mode(m) <- "double"
-        out[[nm]] <- m
-    }
-    out
+    list(
+        X = .slotsFromPython(p[["X"]]), layers = each(p[["layers"]], .slotsFromPython),
+        obs = reticulate::py_to_r(p[["obs"]]), var = reticulate::py_to_r(p[["var"]]),
+        obs_names = reticulate::py_to_r(p[["obs_names"]]), var_names = reticulate::py_to_r(p[["var_names"]]),
+        reduced_dims = each(p[["reduced_dims"]], reticulate::py_to_r)
+    )
 }
 
 # ---------------------------------------------------------------- AnnData <-> SCE
@@ -177,61 +108,11 @@
 #'     adata <- toAnnData(sce)
 #' }
 toAnnData <- function(x, X.name = "counts", assay = NULL) {
-    if (methods::is(x, "Seurat")) return(.seuratToAnnData(x, X.name = X.name, assay = assay))
-    if (!methods::is(x, "SummarizedExperiment")) {
+    if (!methods::is(x, "Seurat") && !methods::is(x, "SummarizedExperiment")) {
         stop("toAnnData() needs a SingleCellExperiment, SummarizedExperiment or Seurat object, got '",
              class(x)[1], "'", call. = FALSE)
     }
-    assays <- SummarizedExperiment::assays(x, withDimnames = FALSE)
-    if (!X.name %in% names(assays)) {
-        stop("assay '", X.name, "' not found; available: ", paste(names(assays), collapse = ", "),
-             ". Pass X.name = one of them", call. = FALSE)
-    }
-    cellnames <- .orDefault(colnames(x), ncol(x))
-    genenames <- .orDefault(rownames(x), nrow(x))
-    X <- .countsToPython(assays[[X.name]], paste0("assay '", X.name, "'"))
-    layers <- list()
-    for (nm in setdiff(names(assays), X.name)) {
-        layers[[nm]] <- .countsToPython(assays[[nm]], paste0("assay '", nm, "'"))
-    }
-    dims <- if (methods::is(x, "SingleCellExperiment")) {
-        as.list(SingleCellExperiment::reducedDims(x))
-    } else {
-        list()
-    }
-    .handoff()$build_anndata(
-        X, .frameToPandas(SummarizedExperiment::colData(x), cellnames),
-        .frameToPandas(SummarizedExperiment::rowData(x), genenames),
-        obsm = .reducedDimsToPython(dims), layers = layers
-    )
-}
-
-.orDefault <- function(names, n) {
-    if (is.null(names)) as.character(seq_len(n)) else names
-}
-
-# Everything from an AnnData, as R objects: counts dgCMatrix, layers, colData,
-# rowData and reducedDims under their R names.
-.anndataParts <- function(adata, layer = NULL) {
-    parts <- .handoff()$anndata_parts(adata, layer = layer)
-    cellnames <- .namesFromPython(parts[["obs_names"]])
-    genenames <- .namesFromPython(parts[["var_names"]])
-    layer_names <- reticulate::py_to_r(reticulate::import_builtins(convert = FALSE)$list(parts[["layers"]]))
-    layers <- lapply(layer_names, function(nm) .dgcFromSlots(parts[["layers"]][[nm]], genenames, cellnames))
-    names(layers) <- layer_names
-    rd_names <- reticulate::py_to_r(reticulate::import_builtins(convert = FALSE)$list(parts[["reduced_dims"]]))
-    dims <- lapply(rd_names, function(nm) {
-        m <- reticulate::py_to_r(parts[["reduced_dims"]][[nm]])
-        rownames(m) <- cellnames
-        m
-    })
-    names(dims) <- rd_names
-    list(
-        X = .dgcFromSlots(parts[["X"]], genenames, cellnames), layers = layers,
-        colData = .frameFromPython(parts[["obs"]], cellnames),
-        rowData = .frameFromPython(parts[["var"]], genenames),
-        reducedDims = dims, cellnames = cellnames, genenames = genenames
-    )
+    .partsToAnnData(.objectToParts(x, X.name = X.name, assay = assay), X.name = X.name)
 }
 
 #' Convert an AnnData to a SingleCellExperiment or Seurat object
@@ -260,13 +141,7 @@ fromAnnData <- function(adata, kind = c("sce", "seurat"), X.name = "counts") {
     if (is.character(adata)) {
         adata <- reticulate::import("anndata", convert = FALSE)$read_h5ad(path.expand(adata))
     }
-    if (kind == "seurat") return(.seuratFromAnnData(adata, X.name = X.name))
-    parts <- .anndataParts(adata)
-    assays <- c(stats::setNames(list(parts$X), X.name), parts$layers)
-    SingleCellExperiment::SingleCellExperiment(
-        assays = assays, colData = parts$colData, rowData = parts$rowData,
-        reducedDims = parts$reducedDims
-    )
+    .objectFromParts(.partsFromPlain(.anndataPlainParts(adata)), kind = kind, X.name = X.name)
 }
 
 #' Read and write .h5ad files
@@ -300,6 +175,3 @@ writeH5AD <- function(x, path, X.name = "counts") {
     adata$write_h5ad(path.expand(path))
     invisible(path)
 }
-
-# A DataFrame with n rows and no columns.
-.emptyFrame <- function(n) S4Vectors::DataFrame(x = seq_len(n))[, 0]

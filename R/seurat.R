@@ -47,7 +47,9 @@
 .SEURAT_TO_SCE <- c(pca = "PCA", umap = "UMAP", tsne = "TSNE", scvi = "scVI")
 .SEURAT_KEYS <- c(pca = "PC_", umap = "UMAP_", tsne = "tSNE_", scvi = "scVI_")
 
-.seuratToAnnData <- function(x, X.name = "counts", assay = NULL) {
+# Parts (see R/parts.R) of a Seurat object: layer `X.name` of `assay` becomes X; the other
+# layers (Seurat 4: `data` and same-shaped assays) become layers, scale.data is left out.
+.seuratToParts <- function(x, X.name = "counts", assay = NULL) {
     counts <- .seuratCounts(x, assay = assay, layer = X.name)
     layers <- list()
     a <- x[[counts$assay]]
@@ -57,16 +59,12 @@
         # Seurat 4 assays hold only counts/data/scale.data: extra layers live in same-shaped assays
         extra <- Filter(function(n) n != counts$assay && identical(dim(x[[n]]), dim(a)) &&
                             identical(rownames(x[[n]]), counts$genes), SeuratObject::Assays(x))
-        for (n in extra) {
-            layers[[n]] <- .countsToPython(SeuratObject::GetAssayData(x[[n]], slot = "counts"), paste0("assay ", n))
-        }
+        for (n in extra) layers[[n]] <- SeuratObject::GetAssayData(x[[n]], slot = "counts")
         names <- c("counts", "data")
     }
     for (n in setdiff(names, c(X.name, "scale.data"))) {
         m <- tryCatch(.seuratCounts(x, assay = counts$assay, layer = n)$counts, error = function(e) NULL)
-        if (!is.null(m) && !identical(unname(m), unname(counts$counts))) {
-            layers[[n]] <- .countsToPython(m, paste0("Seurat layer '", n, "'"))
-        }
+        if (!is.null(m) && !identical(unname(m), unname(counts$counts))) layers[[n]] <- m
     }
     dims <- list()
     for (r in SeuratObject::Reductions(x)) {
@@ -74,31 +72,31 @@
         dims[[nm]] <- SeuratObject::Embeddings(x, reduction = r)[counts$cells, , drop = FALSE]
     }
     features <- x[[counts$assay]][[]]
-    .handoff()$build_anndata(
-        .countsToPython(counts$counts, paste0("Seurat layer '", X.name, "'")),
-        .frameToPandas(x[[]][counts$cells, , drop = FALSE], counts$cells),
-        .frameToPandas(features[counts$genes, , drop = FALSE], counts$genes),
-        obsm = .reducedDimsToPython(dims), layers = layers
+    list(
+        X = counts$counts, layers = layers,
+        obs = x[[]][counts$cells, , drop = FALSE], var = features[counts$genes, , drop = FALSE],
+        obs_names = counts$cells, var_names = counts$genes, reduced_dims = .denseDims(dims)
     )
 }
 
-.seuratFromAnnData <- function(adata, X.name = "counts") {
+# A Seurat object (assay "RNA") from parts: X becomes layer `X.name` (and always `counts`),
+# layers become layers (Seurat 4: `data`, or assays of their own), reducedDims become reductions.
+.seuratFromParts <- function(parts, X.name = "counts") {
     .requireSeurat()
-    parts <- .anndataParts(adata)
-    if (anyDuplicated(parts$cellnames)) {
+    if (anyDuplicated(parts$obs_names)) {
         stop("Seurat needs unique cell names; call adata.obs_names_make_unique() first", call. = FALSE)
     }
-    meta <- as.data.frame(parts$colData, optional = TRUE)
+    meta <- as.data.frame(parts$obs, optional = TRUE)
     object <- SeuratObject::CreateSeuratObject(counts = parts$X, assay = "RNA")
     object <- SeuratObject::AddMetaData(object, meta)
     if (X.name != "counts") object <- .seuratSetLayer(object, "RNA", X.name, parts$X)
     for (nm in names(parts$layers)) object <- .seuratSetLayer(object, "RNA", nm, parts$layers[[nm]])
-    features <- as.data.frame(parts$rowData, optional = TRUE)
+    features <- as.data.frame(parts$var, optional = TRUE)
     if (ncol(features)) object[["RNA"]] <- SeuratObject::AddMetaData(object[["RNA"]], features)
-    for (nm in names(parts$reducedDims)) {
+    for (nm in names(parts$reduced_dims)) {
         red <- if (nm %in% .SEURAT_TO_SCE) names(.SEURAT_TO_SCE)[.SEURAT_TO_SCE == nm] else nm
         key <- if (red %in% names(.SEURAT_KEYS)) .SEURAT_KEYS[[red]] else paste0(gsub("[^A-Za-z0-9]", "", red), "_")
-        emb <- parts$reducedDims[[nm]]
+        emb <- parts$reduced_dims[[nm]]
         colnames(emb) <- paste0(key, seq_len(ncol(emb)))
         object[[red]] <- SeuratObject::CreateDimReducObject(embeddings = emb, key = key, assay = "RNA")
     }

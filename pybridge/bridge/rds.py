@@ -1,8 +1,12 @@
 """Read and write .rds SingleCellExperiment / Seurat objects from Python, through rpy2 (Python hosts R).
 
-Objects cross the boundary in the same plain form the R package uses (see :mod:`pybridge.bridge.handoff`):
-counts as dgCMatrix slots, tables column by column with explicit NA masks, reducedDims under an explicit
-name map. rpy2's own pandas conversion is not used: it turns NA in logical columns into -2147483648.
+The R package ``pybridge`` (the R half of this project) takes the objects apart and puts them together:
+its internal functions ``.toPlainParts()`` and ``.fromPlainParts()`` (R/parts.R) are the ones its own
+reticulate path uses, so it must be installed in the R library rpy2 uses (``R CMD INSTALL .`` or
+``make r-install`` plus ``R_LIBS``). Objects cross the boundary in the plain form of
+:func:`pybridge.bridge.handoff.anndata_parts`: counts as dgCMatrix slots, tables column by column with
+explicit NA masks, reducedDims under an explicit name map. rpy2's own pandas conversion is not used: it
+turns NA in logical columns into -2147483648.
 
 Never import this module from Python that R started through reticulate: rpy2 would start a second R
 inside the R process and crash it.
@@ -19,173 +23,55 @@ import numpy as np
 from pybridge.bridge import handoff
 from pybridge.errors import PybridgeError
 
-# R helpers, defined once in the embedded R session. They only decompose or assemble objects; the
-# column logic matches R/convert.R of the R package.
-_R_HELPERS = r"""
-.pybridge_env <- new.env()
-local(envir = .pybridge_env, {
-    column <- function(name, v) {
-        na <- is.na(v)
-        if (is.factor(v)) {
-            codes <- as.integer(v) - 1L; codes[na] <- -1L
-            return(list(name = name, kind = "factor", values = codes, na = na,
-                        levels = enc2utf8(levels(v)), ordered = is.ordered(v)))
-        }
-        if (is.logical(v)) { v[na] <- FALSE; return(list(name = name, kind = "logical", values = v, na = na)) }
-        if (is.integer(v) && is.null(attr(v, "class"))) {
-            v[na] <- 0L; return(list(name = name, kind = "integer", values = v, na = na))
-        }
-        if (is.double(v) && is.null(attr(v, "class"))) {
-            v[na] <- 0; return(list(name = name, kind = "double", values = v, na = na))
-        }
-        if (is.character(v)) {
-            v[na] <- ""; return(list(name = name, kind = "character", values = enc2utf8(v), na = na))
-        }
-        stop("column '", name, "' has class '", paste(class(v), collapse = "/"),
-             "', which has no AnnData equivalent; convert it to character, numeric, logical or factor")
-    }
-    frame <- function(df) lapply(seq_len(ncol(df)), function(j) column(enc2utf8(colnames(df)[j]), df[[j]]))
-    dgc <- function(m, what) {
-        if (methods::is(m, "DelayedMatrix") || is.matrix(m)) m <- methods::as(m, "dgCMatrix")
-        if (!methods::is(m, "dgCMatrix")) {
-            m <- methods::as(methods::as(methods::as(m, "CsparseMatrix"), "generalMatrix"), "dMatrix")
-        }
-        list(x = m@x, i = m@i, p = m@p, Dim = dim(m))
-    }
-    orDefault <- function(n, k) if (is.null(n)) as.character(seq_len(k)) else enc2utf8(n)
-    sce_parts <- function(x, X.name) {
-        an <- SummarizedExperiment::assayNames(x)
-        if (!X.name %in% an) stop("assay '", X.name, "' not found; available: ", paste(an, collapse = ", "))
-        assays <- SummarizedExperiment::assays(x, withDimnames = FALSE)
-        rd <- if (methods::is(x, "SingleCellExperiment")) as.list(SingleCellExperiment::reducedDims(x)) else list()
-        list(X = dgc(assays[[X.name]]), layers = lapply(assays[setdiff(an, X.name)], dgc),
-             obs = frame(SummarizedExperiment::colData(x)), var = frame(SummarizedExperiment::rowData(x)),
-             obs_names = orDefault(colnames(x), ncol(x)), var_names = orDefault(rownames(x), nrow(x)),
-             reduced_dims = lapply(rd, function(m) { m <- as.matrix(m); storage.mode(m) <- "double"; unname(m) }))
-    }
-    seurat_layer <- function(x, assay, layer) {
-        a <- x[[assay]]
-        if (utils::packageVersion("SeuratObject") >= "5.0.0" && methods::is(a, "Assay5")) {
-            if (length(getExportedValue("SeuratObject", "Layers")(a, search = layer)) > 1L) {
-                a <- getExportedValue("SeuratObject", "JoinLayers")(a, layers = layer)
-            }
-            return(getExportedValue("SeuratObject", "LayerData")(a, layer = layer))
-        }
-        SeuratObject::GetAssayData(a, slot = layer)
-    }
-    seurat_parts <- function(x, assay) {
-        if (is.null(assay)) assay <- SeuratObject::DefaultAssay(x)
-        counts <- seurat_layer(x, assay, "counts")
-        cells <- colnames(counts); genes <- rownames(counts)
-        layers <- list()
-        a <- x[[assay]]
-        if (utils::packageVersion("SeuratObject") >= "5.0.0" && methods::is(a, "Assay5")) {
-            names <- unique(sub("\\..*$", "", getExportedValue("SeuratObject", "Layers")(a)))
-        } else {
-            # Seurat 4 assays hold only counts/data/scale.data: extra layers live in same-shaped assays
-            extra <- Filter(function(n) n != assay && identical(dim(x[[n]]), dim(a)) &&
-                                identical(rownames(x[[n]]), genes), SeuratObject::Assays(x))
-            for (n in extra) layers[[n]] <- dgc(SeuratObject::GetAssayData(x[[n]], slot = "counts"))
-            names <- "data"
-        }
-        for (n in setdiff(names, c("counts", "scale.data"))) {
-            m <- tryCatch(seurat_layer(x, assay, n), error = function(e) NULL)
-            if (!is.null(m) && length(m) && !identical(unname(m), unname(counts))) layers[[n]] <- dgc(m)
-        }
-        to_sce <- c(pca = "PCA", umap = "UMAP", tsne = "TSNE", scvi = "scVI")
-        rd <- list()
-        for (r in SeuratObject::Reductions(x)) {
-            nm <- if (r %in% names(to_sce)) to_sce[[r]] else r
-            rd[[nm]] <- unname(SeuratObject::Embeddings(x, reduction = r)[cells, , drop = FALSE])
-        }
-        feats <- x[[assay]][[]]
-        list(X = dgc(counts), layers = layers, obs = frame(x[[]][cells, , drop = FALSE]),
-             var = frame(feats[genes, , drop = FALSE]), obs_names = enc2utf8(cells), var_names = enc2utf8(genes),
-             reduced_dims = rd)
-    }
-    parts <- function(x, assay = NULL) {
-        if (methods::is(x, "Seurat")) {
-            if (!requireNamespace("SeuratObject", quietly = TRUE)) stop("reading a Seurat object needs SeuratObject")
-            return(seurat_parts(x, assay))
-        }
-        if (methods::is(x, "SummarizedExperiment")) return(sce_parts(x, if (is.null(assay)) "counts" else assay))
-        stop("the object has class '", class(x)[1], "'; expected a SingleCellExperiment or Seurat object")
-    }
-    from_column <- function(s) {
-        v <- s$values
-        if (s$kind == "factor") {
-            v <- as.integer(v); v[s$na] <- NA_integer_
-            return(structure(v, levels = as.character(s$levels),
-                             class = c(if (isTRUE(s$ordered)) "ordered", "factor")))
-        }
-        v <- switch(s$kind, logical = as.logical(v), integer = as.integer(v), double = as.double(v),
-                    character = as.character(v))
-        v[s$na] <- NA
-        v
-    }
-    from_frame <- function(specs, rn) {
-        if (!length(specs)) { out <- S4Vectors::DataFrame(x = seq_along(rn))[, 0]; rownames(out) <- rn; return(out) }
-        cols <- lapply(specs, from_column)
-        names(cols) <- vapply(specs, function(s) s$name, "")
-        out <- S4Vectors::DataFrame(cols, check.names = FALSE)
-        rownames(out) <- rn
-        out
-    }
-    from_dgc <- function(s, rn, cn) methods::new("dgCMatrix", x = s$x, i = s$i, p = s$p, Dim = as.integer(s$Dim),
-                                                  Dimnames = list(rn, cn))
-    build <- function(p, kind) {
-        cells <- p$obs_names; genes <- p$var_names
-        X <- from_dgc(p$X, genes, cells)
-        layers <- lapply(p$layers, from_dgc, rn = genes, cn = cells)
-        rd <- lapply(p$reduced_dims, function(m) { rownames(m) <- cells; m })
-        cd <- from_frame(p$obs, cells); rdata <- from_frame(p$var, genes)
-        if (kind == "sce") {
-            return(SingleCellExperiment::SingleCellExperiment(assays = c(list(counts = X), layers),
-                colData = cd, rowData = rdata, reducedDims = rd))
-        }
-        if (anyDuplicated(cells)) stop("Seurat needs unique cell names; call adata.obs_names_make_unique() first")
-        obj <- SeuratObject::CreateSeuratObject(counts = X, assay = "RNA")
-        obj <- SeuratObject::AddMetaData(obj, as.data.frame(cd, optional = TRUE))
-        for (nm in names(layers)) {
-            if (utils::packageVersion("SeuratObject") >= "5.0.0") {
-                a <- obj[["RNA"]]
-                a <- do.call(getExportedValue("SeuratObject", "LayerData<-"), list(a, layer = nm, value = layers[[nm]]))
-                obj[["RNA"]] <- a
-            } else if (nm == "data") {
-                obj <- SeuratObject::SetAssayData(obj, slot = "data", new.data = layers[[nm]], assay = "RNA")
-            } else {
-                obj[[nm]] <- SeuratObject::CreateAssayObject(counts = layers[[nm]])
-            }
-        }
-        if (ncol(rdata)) obj[["RNA"]] <- SeuratObject::AddMetaData(obj[["RNA"]], as.data.frame(rdata, optional = TRUE))
-        to_seurat <- c(PCA = "pca", UMAP = "umap", TSNE = "tsne", scVI = "scvi")
-        keys <- c(pca = "PC_", umap = "UMAP_", tsne = "tSNE_", scvi = "scVI_")
-        for (nm in names(rd)) {
-            red <- if (nm %in% names(to_seurat)) to_seurat[[nm]] else nm
-            key <- if (red %in% names(keys)) keys[[red]] else paste0(gsub("[^A-Za-z0-9]", "", red), "_")
-            emb <- rd[[nm]]; colnames(emb) <- paste0(key, seq_len(ncol(emb)))
-            obj[[red]] <- SeuratObject::CreateDimReducObject(embeddings = emb, key = key, assay = "RNA")
-        }
-        obj
-    }
-})
-"""
+# The R package whose internal functions take objects apart and put them together (R/parts.R);
+# the same code serves the R package's own reticulate path, so both directions stay identical.
+R_PACKAGE = "pybridge"
+_LOADED: set[str] = set()
+
+
+def _install_hint() -> str:
+    return (
+        "install it from the pybridge source tree with `R CMD INSTALL .` (into R's default library) or "
+        "`make r-install` (into ./.Rlib), and start Python with R_LIBS pointing at that library "
+        "(e.g. R_LIBS=$PWD/.Rlib python ...); R reads R_LIBS only when rpy2 starts it"
+    )
 
 
 def _r():
-    """The embedded R session with pybridge's helpers loaded (rpy2 imported here, lazily)."""
+    """rpy2's robjects with the R package loaded in the embedded R session (rpy2 imported here, lazily)."""
     try:
         import rpy2.robjects as ro
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise PybridgeError(
             "reading/writing .rds needs rpy2 and R: pip install 'pybridge[r]' (rpy2 3.5.x) with R >= 4.1 installed"
         ) from err
-    if not bool(ro.r("exists('.pybridge_env')")[0]):
-        ro.r(_R_HELPERS)
-        for pkg in ("SingleCellExperiment",):
-            if not bool(ro.r(f"isTRUE(requireNamespace('{pkg}', quietly = TRUE))")[0]):
-                raise PybridgeError(f"the R package {pkg} is not installed (Debian: apt-get install r-bioc-singlecellexperiment)")
+    if R_PACKAGE in _LOADED:
+        return ro
+    pkg = R_PACKAGE
+    if not str(ro.r("system.file")(package=pkg)[0]):
+        libs = ", ".join(str(v) for v in ro.r(".libPaths()"))
+        raise PybridgeError(
+            f"the R package {pkg} is not installed in the R libraries rpy2 uses ({libs}): {_install_hint()}"
+        )
+    error = str(ro.r("function(p) tryCatch({ loadNamespace(p); '' }, error = conditionMessage)")(pkg)[0])
+    if error:
+        raise PybridgeError(
+            f"the R package {pkg} is installed but does not load: {error} (often a missing R dependency, "
+            "e.g. SingleCellExperiment: on Debian apt-get install r-bioc-singlecellexperiment)"
+        )
+    if not bool(ro.r("function(p) exists('.toPlainParts', envir = asNamespace(p), inherits = FALSE)")(pkg)[0]):
+        version = str(ro.r("function(p) as.character(utils::packageVersion(p))")(pkg)[0])
+        raise PybridgeError(
+            f"the installed R package {pkg} ({version}) is older than this Python package and lacks the "
+            f"conversion functions; reinstall it: {_install_hint()}"
+        )
+    _LOADED.add(pkg)
     return ro
+
+
+def _fn(name: str):
+    """An internal function of the R package, e.g. ``.toPlainParts``."""
+    return _r().r(f"{R_PACKAGE}:::{name}")
 
 
 def _np(vec) -> np.ndarray:
@@ -237,7 +123,12 @@ def from_sce(obj, assay: str | None = None):
     (default: the active one).
     """
     ro = _r()
-    parts = ro.r(".pybridge_env$parts")(obj, ro.NULL if assay is None else assay)
+    # `assay` names the SCE assay that becomes X, or the Seurat assay whose counts do
+    if bool(ro.r("methods::is")(obj, "Seurat")[0]):
+        args = {"X.name": "counts", "assay": ro.NULL if assay is None else assay}
+    else:
+        args = {"X.name": "counts" if assay is None else assay}
+    parts = _fn(".toPlainParts")(obj, **args)
     obs_names, var_names = _names(_get(parts, "obs_names")), _names(_get(parts, "var_names"))
     layers_r = _get(parts, "layers")
     layers = {str(n): _csr(layers_r[k]) for k, n in enumerate(layers_r.names or [])} if len(layers_r) else {}
@@ -331,7 +222,7 @@ def to_sce(adata, kind: str = "sce", layer: str | None = None):
     ro = _r()
     if kind == "seurat" and not bool(ro.r("isTRUE(requireNamespace('SeuratObject', quietly = TRUE))")[0]):
         raise PybridgeError("writing a Seurat object needs the R package SeuratObject (apt-get install r-cran-seuratobject)")
-    return ro.r(".pybridge_env$build")(_r_parts(handoff.anndata_parts(adata, layer=layer)), kind)
+    return _fn(".fromPlainParts")(_r_parts(handoff.anndata_parts(adata, layer=layer)), kind=kind)
 
 
 def write_rds(adata, path: str | os.PathLike, kind: str = "sce", layer: str | None = None) -> None:

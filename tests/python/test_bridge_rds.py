@@ -1,4 +1,8 @@
-"""pybridge.bridge.rds and `pybridge convert`: real R through rpy2 (skipped without rpy2 unless PYBRIDGE_REQUIRE_R=1)."""
+"""pybridge.bridge.rds and `pybridge convert`: real R through rpy2.
+
+Skipped without rpy2, or without the R package pybridge in the R library rpy2 uses, unless
+PYBRIDGE_REQUIRE_R=1 (`make test-python` installs the R package into .Rlib and sets R_LIBS).
+"""
 
 import argparse
 import os
@@ -9,14 +13,26 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-if os.environ.get("PYBRIDGE_REQUIRE_R") != "1":
+REQUIRE_R = os.environ.get("PYBRIDGE_REQUIRE_R") == "1"
+if not REQUIRE_R:
     pytest.importorskip("rpy2")
 
 import anndata as ad
 
-from pybridge.bridge import read_rds, write_rds
+from pybridge.bridge import rds, read_rds, write_rds
 from pybridge.cli import convert
 from pybridge.errors import PybridgeError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def r_package():
+    """The R package pybridge, loaded in rpy2's R (it does the conversions)."""
+    try:
+        rds._r()
+    except PybridgeError as err:
+        if REQUIRE_R:
+            raise
+        pytest.skip(str(err))
 
 
 def _tricky_adata() -> ad.AnnData:
@@ -106,3 +122,20 @@ def test_read_rds_rejects_other_objects(tmp_path):
     ro.r(f"saveRDS(list(a = 1), '{tmp_path / 'l.rds'}')")
     with pytest.raises(RRuntimeError, match="expected a SingleCellExperiment or Seurat"):
         read_rds(tmp_path / "l.rds")
+
+
+def test_missing_r_package_names_the_fix(monkeypatch):
+    monkeypatch.setattr(rds, "R_PACKAGE", "pybridgeNotInstalledAnywhere")
+    with pytest.raises(PybridgeError, match="not installed in the R libraries rpy2 uses") as err:
+        rds._r()
+    for fix in ("R CMD INSTALL .", "make r-install", "R_LIBS"):
+        assert fix in str(err.value)
+
+
+def test_conversion_code_comes_from_the_r_package():
+    from rpy2 import robjects as ro
+
+    assert "pybridge" in rds._LOADED
+    assert not bool(ro.r("exists('.pybridge_env')")[0])  # no private copy of the R code any more
+    fn = rds._fn(".toPlainParts")
+    assert str(ro.r("environmentName")(ro.r("environment")(fn))[0]) == "pybridge"

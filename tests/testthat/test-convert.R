@@ -128,3 +128,49 @@ test_that("unconvertible input gets a clear error", {
     expect_error(toAnnData(tricky_sce(), X.name = "raw"), "assay 'raw' not found")
     expect_error(toAnnData(list()), "needs a SingleCellExperiment")
 })
+
+# The parts layer (R/parts.R) needs no Python: it is what toAnnData()/fromAnnData() and Python's
+# rpy2 path (pybridge.bridge.rds, through pybridge:::.toPlainParts/.fromPlainParts) share.
+test_that("objects -> parts -> objects is exact for SingleCellExperiment and Seurat, without Python", {
+    sce <- tricky_sce()
+    parts <- pybridge:::.objectToParts(sce)
+    expect_identical(names(parts), c("X", "layers", "obs", "var", "obs_names", "var_names", "reduced_dims"))
+    expect_identical(parts$obs_names, colnames(sce))
+    expect_identical(names(parts$layers), "logcounts")
+    expect_same_sce(pybridge:::.objectFromParts(parts, "sce"), sce)
+    expect_error(pybridge:::.objectToParts(sce, X.name = "raw"), "assay 'raw' not found; available: counts, logcounts")
+    expect_error(pybridge:::.toPlainParts(list(a = 1)), "expected a SingleCellExperiment or Seurat")
+    skip_if_not_installed("SeuratObject")
+    obj <- SeuratObject::pbmc_small
+    back <- pybridge:::.objectFromParts(pybridge:::.objectToParts(obj), "seurat")
+    expect_identical(SeuratObject::GetAssayData(back, slot = "counts"), SeuratObject::GetAssayData(obj, slot = "counts"))
+    expect_identical(SeuratObject::GetAssayData(back, slot = "data"), SeuratObject::GetAssayData(obj, slot = "data"))
+    expect_identical(back[[]][, colnames(obj[[]])], obj[[]])
+    for (r in c("pca", "tsne")) expect_identical(SeuratObject::Embeddings(back, r), SeuratObject::Embeddings(obj, r))
+    expect_error(pybridge:::.objectFromParts(pybridge:::.objectToParts(sce), "seurat"), "unique cell names")
+})
+
+test_that("plain parts carry NA masks, factor codes, names and dgCMatrix slots as Python expects", {
+    sce <- tricky_sce()
+    plain <- pybridge:::.toPlainParts(sce)
+    counts <- SummarizedExperiment::assay(sce, "counts", withDimnames = FALSE)
+    expect_identical(c(plain$X$x), counts@x)
+    expect_identical(c(plain$X$i), counts@i)
+    expect_identical(c(plain$X$p), counts@p)
+    expect_identical(plain$X$Dim, dim(counts))
+    expect_identical(vapply(plain$obs, `[[`, "", "name"), c("f", "o", "l", "i", "d", "s", "f"))
+    expect_identical(vapply(plain$obs, `[[`, "", "kind"),
+                     c("factor", "factor", "logical", "integer", "double", "character", "integer"))
+    expect_identical(vapply(plain$obs, function(s) sum(s$na), 0L), rep(1L, 7))
+    expect_identical(c(plain$obs[[1]]$values), c(0L, -1L, 1L, 0L, 0L))  # 0-based, -1 at NA (pandas codes)
+    expect_identical(c(plain$obs[[1]]$levels), c("a", "b", "unused"))
+    expect_true(plain$obs[[2]]$ordered)
+    expect_identical(Encoding(c(plain$obs_names))[3], "UTF-8")
+    expect_identical(names(plain$reduced_dims), c("PCA", "UMAP", "custom"))
+    # the way back takes what Python's handoff.anndata_parts() sends: 1-based factor codes
+    plain$obs[[1]]$values <- plain$obs[[1]]$values + 1L
+    plain$obs[[2]]$values <- plain$obs[[2]]$values + 1L
+    expect_same_sce(pybridge:::.fromPlainParts(plain, "sce"), sce)
+    expect_error(pybridge:::.asDgCMatrix(matrix("a", 2, 2), "assay 'x'"), "assay 'x' is a character matrix")
+    expect_identical(pybridge:::.asDgCMatrix(matrix(1:4, 2)), Matrix::Matrix(c(1, 2, 3, 4), 2, sparse = TRUE))
+})
