@@ -1,3 +1,9 @@
+# Generics of the entry points that take data objects; their methods live beside the code
+# they run (scvi.R, destvi.R, minify.R, diagnostics.R). Functions of a model handle
+# (scviX) dispatch on the data `x`, not on the model. The generics carry the functions' full
+# argument lists: with only (model, x, ...), a named argument such as `mode =` would
+# partially match `model`.
+
 #' @rdname runSCVI
 #' @export
 setGeneric("calculateSCVI", function(x, ...) standardGeneric("calculateSCVI"))
@@ -6,30 +12,25 @@ setGeneric("calculateSCVI", function(x, ...) standardGeneric("calculateSCVI"))
 #' @export
 setGeneric("runSCVI", function(x, ...) standardGeneric("runSCVI"))
 
-#' An scVI model handle
-#'
-#' What [trainSCVI()] and [loadSCVI()] return: the directory of a saved model
-#' (safetensors weights + JSON metadata) and its settings. It holds no live
-#' Python object, so it survives `saveRDS()`/`readRDS()` and new R sessions;
-#' the Python model is loaded (and cached) when first used.
-#'
-#' @slot path Absolute path of the saved model directory.
-#' @slot settings List: `batch_key`, `genes`, `model` (architecture
-#'   arguments), `train` (training arguments), `history` (per-epoch ELBO).
+#' @rdname runDestVI
 #' @export
-setClass("SCVIModel", representation(path = "character", settings = "list"))
+setGeneric("runDestVI", function(spots, reference, labels = "cell_type", assay.type = "counts", ...)
+    standardGeneric("runDestVI"), signature = "spots")
 
-#' @rdname SCVIModel-class
-#' @param object An `SCVIModel`.
+#' @rdname minifySCVI
 #' @export
-setMethod("show", "SCVIModel", function(object) {
-    s <- object@settings
-    cat("pybridge scVI model\n")
-    cat("  path:   ", object@path, "\n", sep = "")
-    cat("  genes:  ", length(s$genes), "\n", sep = "")
-    cat("  latent: ", s$model$n_latent, "\n", sep = "")
-    if (!is.null(s$batch_key)) cat("  batch:  ", s$batch_key, " (", length(s$batch_levels), " levels)\n", sep = "")
-    n_epochs <- length(s$history$elbo_train)
-    if (n_epochs) cat("  trained: ", n_epochs, " epochs, final train ELBO ",
-                      format(utils::tail(s$history$elbo_train, 1), digits = 6), "\n", sep = "")
-})
+setGeneric("minifySCVI", function(model, x, assay.type = "counts", batch = NULL) standardGeneric("minifySCVI"),
+           signature = "x")
+
+#' @rdname minifySCVI
+#' @export
+setGeneric("scviDecode", function(model, x, genes = NULL, library.size = 1, assay.type = "counts", batch = NULL)
+    standardGeneric("scviDecode"), signature = "x")
+
+#' @rdname scviDifferentialExpression
+#' @export
+setGeneric("scviDifferentialExpression",
+           function(model, x, groupby = NULL, group1 = NULL, group2 = NULL, mode = c("vanilla", "change"),
+                    delta = 0.25, fdr.target = 0.05, batch.correction = FALSE, assay.type = "counts",
+                    batch = NULL, ...) standardGeneric("scviDifferentialExpression"),
+           signature = "x")

@@ -58,7 +58,8 @@
 #' spots as columns, assay `"proportions"`, and in its metadata `gamma` (per
 #' cell type, a spots x n_latent matrix of cell-type states) and `genes`.
 #' Seurat spots get an Assay `"DestVI"` (cell types as rows). Nothing else in
-#' `spots` changes.
+#' `spots` changes. An S4 generic dispatching on `spots`, with methods for
+#' SingleCellExperiment and Seurat.
 #'
 #' @param spots Spatial counts: a SingleCellExperiment or Seurat object.
 #' @param reference Labelled single cells: a SingleCellExperiment or Seurat object.
@@ -69,6 +70,7 @@
 #'   `amortization`, `l1_reg`, `augmentation_weight`, `weight_obs`, `n_latent`, `cell_fractions`,
 #'   `accelerator`, `seed`, `progress`.
 #' @return `spots` with the proportions added.
+#' @name runDestVI
 #' @export
 #' @examples
 #' if (pybridgeAvailable()) {
@@ -80,20 +82,33 @@
 #'     spots <- runDestVI(spots, ref, sc_max_epochs = 2, st_max_epochs = 2)
 #'     SummarizedExperiment::assay(SingleCellExperiment::altExp(spots, "DestVI"), "proportions")
 #' }
-runDestVI <- function(spots, reference, labels = "cell_type", assay.type = "counts", ...) {
+NULL
+
+#' @rdname runDestVI
+#' @export
+setMethod("runDestVI", "SingleCellExperiment",
+          function(spots, reference, labels = "cell_type", assay.type = "counts", ...) {
     args <- .destviArgs(list(...))
-    if (methods::is(spots, "Seurat")) {
-        .requireSeurat()
-        out <- .destvi(spots, reference, labels, assay.type, args)
-        spots[["DestVI"]] <- .seuratFn("CreateAssayObject")(data = out$proportions)
-        return(spots)
-    }
-    if (!methods::is(spots, "SingleCellExperiment")) {
-        stop("spots must be a SingleCellExperiment or Seurat object, got '", class(spots)[1], "'", call. = FALSE)
-    }
     out <- .destvi(spots, reference, labels, assay.type, args)
     se <- SummarizedExperiment::SummarizedExperiment(list(proportions = out$proportions),
                                                      metadata = list(gamma = out$gamma, genes = out$genes))
     SingleCellExperiment::altExp(spots, "DestVI") <- se
     spots
-}
+})
+
+#' @rdname runDestVI
+#' @export
+setMethod("runDestVI", .SEURAT_CLASS, function(spots, reference, labels = "cell_type", assay.type = "counts", ...) {
+    args <- .destviArgs(list(...))
+    .requireSeurat()
+    out <- .destvi(spots, reference, labels, assay.type, args)
+    spots[["DestVI"]] <- .seuratFn("CreateAssayObject")(data = out$proportions)
+    spots
+})
+
+#' @rdname runDestVI
+#' @export
+setMethod("runDestVI", "ANY", function(spots, reference, labels = "cell_type", assay.type = "counts", ...) {
+    .destviArgs(list(...))
+    stop("spots must be a SingleCellExperiment or Seurat object, got '", class(spots)[1], "'", call. = FALSE)
+})

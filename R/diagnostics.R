@@ -111,6 +111,12 @@ scviDiagnostics <- function(model, x, out.dir = tempfile("pybridge-report-"), tr
 #' of higher expression, `"change"` the posterior probability of a log
 #' fold-change beyond `delta`, with an FDR-controlled `is_de_fdr` column.
 #'
+#' An S4 generic dispatching on `x`, with methods for SummarizedExperiment
+#' and SingleCellExperiment (`groupby` and `batch` may name colData columns,
+#' `assay.type` is an assay), Seurat (meta.data columns; `assay.type` is a
+#' layer) and any other data (`ANY`: a genes x cells matrix, dgCMatrix or
+#' DelayedMatrix of counts; `groupby` and `batch` give one value per cell).
+#'
 #' @param model An `SCVIModel`.
 #' @param x Data with the model's genes, as for [scviLatent()].
 #' @param groupby Column of the cell metadata with the groups, or one value per
@@ -127,11 +133,32 @@ scviDiagnostics <- function(model, x, out.dir = tempfile("pybridge-report-"), tr
 #' @param batch Batch of each cell, as for [trainSCVI()].
 #' @param ... Further arguments of Python's `differential_expression()`.
 #' @return A data.frame, one row per gene and comparison; column `gene`.
+#' @name scviDifferentialExpression
 #' @export
-scviDifferentialExpression <- function(model, x, groupby = NULL, group1 = NULL, group2 = NULL,
-                                       mode = c("vanilla", "change"), delta = 0.25, fdr.target = 0.05,
-                                       batch.correction = FALSE, assay.type = "counts", batch = NULL, ...) {
-    mode <- match.arg(mode)
+NULL
+
+# One method body for every type: .modelInput() and .resolveBatch() handle the differences.
+.differentialExpressionMethod <- function(model, x, groupby = NULL, group1 = NULL, group2 = NULL,
+                                          mode = c("vanilla", "change"), delta = 0.25, fdr.target = 0.05,
+                                          batch.correction = FALSE, assay.type = "counts", batch = NULL, ...) {
+    .differentialExpression(model, x, groupby, group1, group2, match.arg(mode), delta, fdr.target,
+                            batch.correction, assay.type, batch, ...)
+}
+
+#' @rdname scviDifferentialExpression
+#' @export
+setMethod("scviDifferentialExpression", "SummarizedExperiment", .differentialExpressionMethod)
+
+#' @rdname scviDifferentialExpression
+#' @export
+setMethod("scviDifferentialExpression", .SEURAT_CLASS, .differentialExpressionMethod)
+
+#' @rdname scviDifferentialExpression
+#' @export
+setMethod("scviDifferentialExpression", "ANY", .differentialExpressionMethod)
+
+.differentialExpression <- function(model, x, groupby, group1, group2, mode, delta, fdr.target,
+                                    batch.correction, assay.type, batch, ...) {
     input <- .modelInput(model, x, assay.type, batch)
     n <- length(input$cells)
     idx <- function(g) {

@@ -27,13 +27,20 @@
 #' `scviDecode()` returns the expected expression (genes x cells) at the
 #' posterior mean, from minified or ordinary data.
 #'
+#' Both are S4 generics dispatching on `x`: `minifySCVI()` has a method for
+#' SingleCellExperiment; `scviDecode()` has one for SingleCellExperiment
+#' (minified or not) and one for any other data `scviLatent()` accepts.
+#'
 #' @param model An `SCVIModel`.
-#' @param x A SingleCellExperiment with the model's genes (for `scviDecode()`,
-#'   also a minified one).
+#' @param x `minifySCVI()`: a SingleCellExperiment with the model's genes.
+#'   `scviDecode()`: a SingleCellExperiment minified by `minifySCVI()`, or
+#'   data with the model's genes as for [scviLatent()] (a SummarizedExperiment,
+#'   Seurat object or genes x cells count matrix).
 #' @param assay.type Assay with raw counts.
 #' @param batch Batch of each cell, as for [trainSCVI()].
 #' @return `minifySCVI()`: the minified SingleCellExperiment.
 #'   `scviDecode()`: a dense genes x cells matrix.
+#' @name minifySCVI
 #' @export
 #' @examples
 #' if (pybridgeAvailable()) {
@@ -43,10 +50,11 @@
 #'     mini <- minifySCVI(model, sce)
 #'     rho <- scviDecode(model, mini, genes = c("g1", "g2"))
 #' }
-minifySCVI <- function(model, x, assay.type = "counts", batch = NULL) {
-    if (!methods::is(x, "SingleCellExperiment")) {
-        stop("minifySCVI() needs a SingleCellExperiment, got '", class(x)[1], "'", call. = FALSE)
-    }
+NULL
+
+#' @rdname minifySCVI
+#' @export
+setMethod("minifySCVI", "SingleCellExperiment", function(model, x, assay.type = "counts", batch = NULL) {
     if (.isMinified(x)) stop("x is already minified", call. = FALSE)
     input <- .modelInput(model, x, assay.type, batch)
     mini <- .pyModel(model)$minify(input$adata)
@@ -67,7 +75,13 @@ minifySCVI <- function(model, x, assay.type = "counts", batch = NULL) {
     meta$pybridge$minify_type <- .MINIFY_TYPE
     S4Vectors::metadata(x) <- meta
     x
-}
+})
+
+#' @rdname minifySCVI
+#' @export
+setMethod("minifySCVI", "ANY", function(model, x, assay.type = "counts", batch = NULL) {
+    stop("minifySCVI() needs a SingleCellExperiment, got '", class(x)[1], "'", call. = FALSE)
+})
 
 # The minified AnnData for a minified SingleCellExperiment.
 .minifiedAnnData <- function(model, x, batch) {
@@ -93,17 +107,14 @@ minifySCVI <- function(model, x, assay.type = "counts", batch = NULL) {
     )
 }
 
-#' @rdname minifySCVI
-#' @param genes Genes to decode (default: all of the model's genes).
-#' @param library.size Library size the expression is scaled to (1 gives proportions).
-#' @export
-scviDecode <- function(model, x, genes = NULL, library.size = 1, assay.type = "counts", batch = NULL) {
+# Expected expression (genes x cells) at the posterior mean; `minified`: x is minified data.
+.decode <- function(model, x, genes, library.size, assay.type, batch, minified = FALSE) {
     if (is.null(genes)) genes <- model@settings$genes
     missing <- setdiff(genes, model@settings$genes)
     if (length(missing)) {
         stop(length(missing), " of the genes are not in the model (e.g. '", missing[1], "')", call. = FALSE)
     }
-    if (.isMinified(x)) {
+    if (minified) {
         adata <- .minifiedAnnData(model, x, batch)
         cells <- .orDefault(colnames(x), ncol(x))
     } else {
@@ -118,3 +129,18 @@ scviDecode <- function(model, x, genes = NULL, library.size = 1, assay.type = "c
     dimnames(out) <- list(genes, cells)
     out
 }
+
+#' @rdname minifySCVI
+#' @param genes Genes to decode (default: all of the model's genes).
+#' @param library.size Library size the expression is scaled to (1 gives proportions).
+#' @export
+setMethod("scviDecode", "SingleCellExperiment",
+          function(model, x, genes = NULL, library.size = 1, assay.type = "counts", batch = NULL) {
+    .decode(model, x, genes, library.size, assay.type, batch, minified = .isMinified(x))
+})
+
+#' @rdname minifySCVI
+#' @export
+setMethod("scviDecode", "ANY", function(model, x, genes = NULL, library.size = 1, assay.type = "counts", batch = NULL) {
+    .decode(model, x, genes, library.size, assay.type, batch)
+})

@@ -5,7 +5,43 @@
 #' and from AnnData. Python is bound only when first needed: see
 #' [installPybridge()] and [usePybridge()].
 #'
+#' @section Naming scheme:
+#' Every export follows one of these rules.
+#' * `runX()` / `calculateX()`, Bioconductor's verbs, for SummarizedExperiment
+#'   and SingleCellExperiment objects: `calculateX()` returns the result (a
+#'   matrix), `runX()` stores it in the object (a reducedDim, an altExp) and
+#'   returns the object. [runSCVI()], [calculateSCVI()], [runDestVI()] (whose
+#'   `spots` may also be a Seurat object, which then gets an Assay `"DestVI"`).
+#' * `RunX()`, Seurat's verb, for Seurat objects: stores the result as a
+#'   reduction and the model in `Tool()`, and logs the command. \code{\link{RunSCVI}()}.
+#' * `scviX(model, x, ...)`, functions of a model handle: the first argument
+#'   is an `SCVIModel` ([SCVIModel-class]), the second the data.
+#'   [scviLatent()], [scviNormalized()], [scviPosteriorSample()],
+#'   [scviDecode()], [scviDiagnostics()], [scviDifferentialExpression()].
+#' * `verbSCVI()`, the life cycle of a model handle: make, store and reload a
+#'   handle, or reduce data to what a handle needs. [trainSCVI()],
+#'   [saveSCVI()], [loadSCVI()], [minifySCVI()] (`model` first, as for the
+#'   `scviX()` functions).
+#' * Plain verbs for conversion and data preparation: [toAnnData()],
+#'   [fromAnnData()], [readH5AD()], [writeH5AD()], [splitCounts()].
+#' * `xPybridge()` for the set-up: [installPybridge()], [usePybridge()],
+#'   [pybridgeAvailable()].
+#'
+#' The entry points that take data objects are S4 generics with methods per
+#' type: [runSCVI()], [calculateSCVI()], [runDestVI()], [minifySCVI()],
+#' [scviDecode()], [scviDifferentialExpression()] (the `scviX()` generics
+#' dispatch on the data `x`, not on the model).
+#'
+#' @section Python users:
+#' Python reads and writes `.rds` files through rpy2 with
+#' `pybridge.bridge.read_rds()` / `write_rds()`; those call this package's
+#' internal functions that take objects apart and put them together, so
+#' the package must be installed in the R library rpy2 uses (`R CMD INSTALL`
+#' on the source tree, or `R_LIBS` pointing at the library it is in).
+#'
 #' @keywords internal
 #' @import methods
 #' @importClassesFrom Matrix dgCMatrix
+#' @importClassesFrom SummarizedExperiment SummarizedExperiment
+#' @importClassesFrom SingleCellExperiment SingleCellExperiment
 "_PACKAGE"
