@@ -93,6 +93,7 @@ def _open_data(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from pybridge.models.scvi import SCVI
+    from pybridge.train import distributed
 
     adata = _open_data(args)
     model = SCVI(
@@ -100,16 +101,15 @@ def run(args: argparse.Namespace) -> int:
         dropout_rate=args.dropout_rate, dispersion=args.dispersion, gene_likelihood=args.gene_likelihood,
         latent_distribution=args.latent_distribution, use_observed_lib_size=not args.latent_library,
     )
-    from pybridge.train import distributed
-
     os.environ.setdefault("PYBRIDGE_MALLOC_TUNING", "1")  # this process is ours: opt in to the CPU malloc tuning
     model.train(
         max_epochs=args.max_epochs, batch_size=args.batch_size, train_size=args.train_size, lr=args.lr,
         early_stopping=args.early_stopping, accelerator=args.accelerator, seed=args.seed,
         progress=False if args.no_progress else None,
     )  # data-parallel when launched by torchrun
-    if not distributed.is_main_process():
-        distributed.cleanup()
+    is_main = distributed.is_main_process()
+    distributed.cleanup()
+    if not is_main:
         return 0
     model.save(args.output, overwrite=args.overwrite)
     adata.obsm["X_scVI"] = model.get_latent_representation()
@@ -120,5 +120,4 @@ def run(args: argparse.Namespace) -> int:
     if history.get("elbo_validation"):
         summary += f"; validation ELBO {history['elbo_validation'][-1]:.2f} per cell"
     print(f"{summary}; model in {args.output}, latent in {latent_path}", file=sys.stderr)
-    distributed.cleanup()
     return 0
