@@ -8,7 +8,7 @@ reticulate path uses, so it must be installed in the R library rpy2 uses (``R CM
 explicit NA masks, reducedDims under an explicit name map. rpy2's own pandas conversion is not used: it
 turns NA in logical columns into -2147483648.
 
-Never import this module from Python that R started through reticulate: rpy2 would start a second R
+Never call these functions from Python that R started through reticulate: rpy2 would start a second R
 inside the R process and crash it.
 """
 
