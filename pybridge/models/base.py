@@ -63,6 +63,13 @@ class BaseModel:
             allow_non_integer,
         )
 
+    def _init_module(self, registry: Registry, **params) -> None:
+        """Build ``self.module`` with deterministic initial weights (scvi-tools gets them from its default
+        global seed), without touching the caller's random state."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            self.module = self._build_module(registry, **params)
+
     def _adata(self, adata: AnnData | None) -> AnnData:
         if adata is not None:
             return adata

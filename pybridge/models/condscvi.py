@@ -83,7 +83,7 @@ class CondSCVI(BaseModel):
         self._init_params = {
             "n_hidden": n_hidden, "n_latent": n_latent, "n_layers": n_layers, "dropout_rate": dropout_rate, "ct_weight": ct_weight
         }
-        self.module = self._build_module(self.registry, **self._init_params)
+        self._init_module(self.registry, **self._init_params)
 
     @classmethod
     def setup_anndata(cls, adata: AnnData, labels_key: str | None = None, layer: str | None = None) -> None:

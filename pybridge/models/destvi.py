@@ -118,7 +118,7 @@ class DestVI(BaseModel):
             "dropout_amortization": dropout_amortization, "augmentation_weight": augmentation_weight,
             "augmentation_concentration": augmentation_concentration,
         }
-        self.module = self._build_module(registry, **self._init_params)
+        self._init_module(registry, **self._init_params)
         position = torch.as_tensor(pd.Index(sc_model.registry.var_names).get_indexer(genes))
         with torch.no_grad():
             self.module.decoder.load_state_dict(reference.decoder.state_dict())

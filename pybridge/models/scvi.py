@@ -94,9 +94,7 @@ class SCVI(BaseModel):
                 self.registry.n_batch,
             )
             library_stats = {"library_log_means": means, "library_log_vars": variances}
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # deterministic initial weights, as scvi-tools' default global seed gives
-            self.module = self._build_module(self.registry, **self._init_params, **library_stats)
+        self._init_module(self.registry, **self._init_params, **library_stats)
 
     @staticmethod
     def _build_module(registry: Registry, library_log_means=None, library_log_vars=None, **params) -> SCVIModule:

@@ -216,6 +216,22 @@ def test_training_is_seeded(trained):
     pd.testing.assert_frame_equal(runs[0], runs[1])
 
 
+def test_initial_weights_do_not_depend_on_the_global_seed(trained):
+    """As for SCVI: a fresh process (torch seeds itself at random) builds the same CondSCVI and DestVI."""
+    spots, reference, sc_model, _ = trained
+    built = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        sc = CondSCVI(reference)
+        st = DestVI.from_rna_model(spots, sc_model)
+        built.append((sc.module.state_dict(), st.module.state_dict(), torch.rand(1)))
+    for first, second in zip(built[0][:2], built[1][:2]):
+        assert first.keys() == second.keys()
+        assert all(torch.equal(first[k], second[k]) for k in first)
+    torch.manual_seed(1)
+    assert torch.equal(built[0][2], torch.rand(1))  # the caller's random stream is left alone
+
+
 def test_augmentation_defaults_and_checks(trained):
     spots, _, sc_model, st_model = trained
     assert st_model.module.augmentation_weight == 1000.0
