@@ -1,8 +1,8 @@
 """Minifying a trained scVI model's data (latent posterior only) and decoding gene subsets on demand.
 
-The minified layout is described in :mod:`pybridge.data.minified`. With the stored log-normaliser, the expected frequency of gene g at z = qz_m is
-``exp(w_g . h(z) + b_g - log_normalizer)``: decoding k genes costs the decoder's hidden layer plus k rows of
-its last layer, not all genes.
+The minified layout is described in :mod:`pybridge.data.minified`. With the stored log-normaliser, the
+expected frequency of gene g at z = qz_m is ``exp(w_g . h(z) + b_g - log_normalizer)``: decoding k genes
+costs the decoder's hidden layer plus k rows of its last layer, not all genes.
 """
 
 from __future__ import annotations
@@ -161,10 +161,6 @@ def minify(model, adata: AnnData | None = None, batch_size: int | None = None) -
     out.uns[MINIFY_TYPE_KEY] = MINIFY_TYPE
     out.uns[SETUP_KEY] = registry.to_json()
     return out
-
-
-
-
 
 
 def _gene_positions(model, genes: Sequence[str] | None) -> np.ndarray | None:

@@ -23,7 +23,7 @@ import torch
 from anndata import AnnData
 
 from pybridge.data.fields import covariate_arrays, gene_positions
-from pybridge.data.registry import SETUP_KEY, Registry
+from pybridge.data.registry import SETUP_KEY, Registry, registry_of
 from pybridge.data.setup import setup_anndata
 from pybridge.data.stores import log_factorial_per_cell
 from pybridge.data.validation import validate_counts
@@ -133,7 +133,7 @@ def open_backed(
                           obs=obs, var=var)
     # setup_anndata validates its own X; the counts were validated above, the registry is what is needed here
     setup_anndata(placeholder, None, batch_key, labels_key, categorical_covariate_keys, continuous_covariate_keys)
-    registry = Registry.from_dict(__import__("json").loads(placeholder.uns[SETUP_KEY]))
+    registry = registry_of(placeholder)
     registry.layer = layer
     adata.uns[SETUP_KEY] = registry.to_json()
     adata.uns[BACKED_KEY] = {
@@ -336,8 +336,3 @@ def _prefetched(source: Iterator, depth: int) -> Iterator:
     finally:
         stop.set()
         thread.join(timeout=5)
-
-
-# ---- writing test data ---------------------------------------------------------------------------------------
-
-

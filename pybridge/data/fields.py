@@ -20,7 +20,6 @@ def check_obs_key(adata: AnnData, key: str, role: str) -> None:
         raise PybridgeError(f"{role} {key!r} is not a column of adata.obs; available columns: {cols}")
 
 
-
 def get_layer(adata: AnnData, layer: str | None):
     """The count matrix in ``layer`` (``None`` = X), with a clear error when it is missing."""
     if layer is None:

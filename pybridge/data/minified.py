@@ -148,4 +148,3 @@ def payload_bytes_per_cell(adata: AnnData) -> float:
     if LOG_NORMALIZER_KEY in adata.obs:
         arrays.append(adata.obs[LOG_NORMALIZER_KEY].to_numpy())
     return sum(a.nbytes for a in arrays) / max(adata.n_obs, 1)
-

@@ -57,32 +57,8 @@ class Registry:
         return cls(**known)
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def registry_of(adata: AnnData) -> Registry:
     """The registry stored by ``setup_anndata``."""
     if SETUP_KEY not in adata.uns:
         raise PybridgeError("adata is not set up; call pybridge.SCVI.setup_anndata(adata, ...) first")
     return Registry.from_dict(json.loads(adata.uns[SETUP_KEY]))
-
-
-
-
-
-
-
-
-
-

@@ -76,4 +76,3 @@ def setup_anndata(
             raise PybridgeError(f"continuous covariate {key!r} has {n_bad} missing or non-numeric values")
     adata.uns[SETUP_KEY] = reg.to_json()
     return reg
-

@@ -70,4 +70,3 @@ def simulate_nb_blocks(
         block = sp.csr_matrix((counts.ravel(), gene_sets[kinds].ravel(), np.arange(m + 1) * k), shape=(m, n_vars))
         block.eliminate_zeros()
         yield block
-

@@ -42,4 +42,3 @@ def validate_counts(X, layer_name: str, allow_non_integer: bool = False) -> None
             f"{n_empty} cells have zero total counts in {layer_name} (first positions {first}); filter them "
             f"first, e.g. adata = adata[np.asarray(adata.X.sum(1)).ravel() > 0].copy()"
         )
-

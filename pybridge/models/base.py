@@ -168,7 +168,6 @@ class BaseModel:
         )
         self.history = trainer.fit(max_epochs, self.history)
         self.is_trained = True
-        self.module.eval()
 
     # ---- persistence -----------------------------------------------------------------------------------
     def _metadata(self) -> dict:

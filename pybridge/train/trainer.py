@@ -61,10 +61,7 @@ def evaluate_loss(module: torch.nn.Module, batches: Iterable[dict[str, torch.Ten
     with torch.inference_mode():
         for batch in batches:
             out = module.loss(batch, 1.0)
-            terms = torch.stack([
-                out.reconstruction.sum(), out.kl_local.sum(),
-                torch.as_tensor(out.kl_global, device=out.reconstruction.device),
-            ])
+            terms = _summed_terms(out)
             totals = terms if totals is None else totals + terms
             n_cells += len(out.reconstruction)
             n_chunks += 1
@@ -149,9 +146,7 @@ class Trainer:
             out.loss.backward()
             self.optimizer.step()
             with torch.no_grad():
-                totals += torch.stack(
-                    [out.reconstruction.sum(), out.kl_local.sum(), torch.as_tensor(out.kl_global, device=self.device)]
-                )
+                totals += _summed_terms(out)
             n_seen += len(out.reconstruction)
             n_steps += 1
         if not torch.isfinite(totals).all():
@@ -201,6 +196,14 @@ class Trainer:
         bar.close()
         self.module.eval()
         return history
+
+
+def _summed_terms(out) -> torch.Tensor:
+    """[reconstruction summed over cells, KL summed over cells, global KL] of one minibatch's LossOutput."""
+    return torch.stack([
+        out.reconstruction.sum(), out.kl_local.sum(),
+        torch.as_tensor(out.kl_global, device=out.reconstruction.device),
+    ])
 
 
 def _epoch_metrics(rec: float, kl_local: float, kl_global: float, n: int) -> dict[str, float]:
