@@ -2,6 +2,6 @@
 
 import sys
 
-from pybridge.cli.main import main
+from pybridge.cli.main import console_main
 
-sys.exit(main())
+sys.exit(console_main())

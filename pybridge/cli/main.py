@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from pybridge._version import __version__
@@ -35,5 +36,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def console_main() -> int:
+    """The ``pybridge`` command and ``python -m pybridge.cli``. The process is the command's own, so it opts in to
+    the CPU malloc tuning (:mod:`pybridge.train.malloc`), which the library leaves to the process owner."""
+    os.environ.setdefault("PYBRIDGE_MALLOC_TUNING", "1")
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

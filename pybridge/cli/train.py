@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -101,7 +100,6 @@ def run(args: argparse.Namespace) -> int:
         dropout_rate=args.dropout_rate, dispersion=args.dispersion, gene_likelihood=args.gene_likelihood,
         latent_distribution=args.latent_distribution, use_observed_lib_size=not args.latent_library,
     )
-    os.environ.setdefault("PYBRIDGE_MALLOC_TUNING", "1")  # this process is ours: opt in to the CPU malloc tuning
     model.train(
         max_epochs=args.max_epochs, batch_size=args.batch_size, train_size=args.train_size, lr=args.lr,
         early_stopping=args.early_stopping, accelerator=args.accelerator, seed=args.seed,
