@@ -131,7 +131,9 @@ class DestVIModule(nn.Module):
 
     def spot_scale(self, weights: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
         """r_s = exp(beta) * sum_c v_sc rho(gamma_sc, c) + v_s,noise * softplus(eta) / n_genes, [n, genes]."""
-        mixed = torch.bmm(weights[:, None, :-1], self.cell_type_rho(gamma)).squeeze(1)
+        # A broadcast sum, not torch.bmm: inside R linked to OpenBLAS >= 0.3.27 (Debian 13), OpenBLAS's
+        # cblas_sgemm_batch interposes the MKL one in torch's CPU wheel (another signature) and bmm segfaults.
+        mixed = (weights[:, :-1, None] * self.cell_type_rho(gamma)).sum(1)
         return torch.exp(self.beta) * mixed + weights[:, -1:] * F.softplus(self.eta) / self.n_genes
 
     def get_scale_for_ct(self, x: torch.Tensor, indices: torch.Tensor, label: int) -> torch.Tensor:
@@ -160,7 +162,7 @@ class DestVIModule(nn.Module):
         concentration = torch.full((self.n_labels,), self.augmentation_concentration, device=library.device)
         composition = torch.distributions.Dirichlet(concentration).sample((n,))
         rho = self.cell_type_rho(self.sample_gamma_prior(n)) * torch.exp(self.beta)
-        total_count = (library * torch.bmm(composition[:, None], rho).squeeze(1)).clamp_min(1e-8)
+        total_count = (library * (composition[:, :, None] * rho).sum(1)).clamp_min(1e-8)
         rate = torch.distributions.Gamma(total_count, torch.exp(-self.px_o).expand_as(total_count)).sample()
         return torch.poisson(rate), composition
 
