@@ -43,7 +43,7 @@ def _r():
         import rpy2.robjects as ro
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise PybridgeError(
-            "reading/writing .rds needs rpy2 and R: pip install 'pybridge[r]' (rpy2 3.5.x) with R >= 4.1 installed"
+            "reading/writing .rds needs rpy2 and R: pip install 'pybridge-sc[r]' (rpy2 3.5.x) with R >= 4.1 installed"
         ) from err
     if R_PACKAGE in _LOADED:
         return ro

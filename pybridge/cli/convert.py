@@ -17,7 +17,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "convert",
         help="convert between .rds (SingleCellExperiment/Seurat) and .h5ad",
         description="Convert IN to OUT by their extensions: .rds (SingleCellExperiment or Seurat v4/v5, read; "
-        "written as --kind) and .h5ad. Reading or writing .rds needs R and rpy2 (pip install 'pybridge[r]').",
+        "written as --kind) and .h5ad. Reading or writing .rds needs R and rpy2 (pip install 'pybridge-sc[r]').",
     )
     p.add_argument("input", help="input file (.rds or .h5ad)")
     p.add_argument("output", help="output file (.rds or .h5ad)")

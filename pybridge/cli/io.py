@@ -11,7 +11,7 @@ from pybridge.errors import PybridgeError
 
 
 def read_input(path: str) -> AnnData:
-    """Read an .h5ad, or an .rds SingleCellExperiment/Seurat object (needs R and ``pybridge[r]``)."""
+    """Read an .h5ad, or an .rds SingleCellExperiment/Seurat object (needs R and ``pybridge-sc[r]``)."""
     file = Path(path)
     if not file.is_file():
         raise PybridgeError(f"no such file: {path}")

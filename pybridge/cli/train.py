@@ -16,7 +16,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "train",
         help="train scVI and write the model and the latent representation",
-        description="Train scVI on INPUT (.h5ad, or .rds with R and pybridge[r]) and write the model directory "
+        description="Train scVI on INPUT (.h5ad, or .rds with R and pybridge-sc[r]) and write the model directory "
         "(model.safetensors + model.json) to --output, plus OUTPUT/latent.h5ad (or --latent-output) holding the "
         "input with obsm['X_scVI'].",
     )
