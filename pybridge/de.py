@@ -22,6 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from pybridge.data.fields import aligned_counts
+from pybridge.data.minified import require_counts
 from pybridge.errors import PybridgeError
 
 __all__ = ["differential_expression", "estimate_pseudocounts", "fdr_de_calls"]
@@ -32,6 +33,24 @@ _EPS = 1e-8
 def _raw_counts(model, adata):
     X = aligned_counts(adata, model.registry)
     return X.tocsr() if sp.issparse(X) else np.asarray(X)
+
+
+def _raw_counts_if_needed(model, adata, all_stats: bool, estimate_pseudocounts: bool):
+    """The counts, read only for the raw-count statistics or the pseudocount estimate; a minified ``adata``
+    (latent posteriors, no counts) serves neither and is refused for them."""
+    if all_stats:
+        require_counts(
+            adata, "differential_expression(all_stats=True) (its raw-count columns raw_mean1, ...)",
+            "Pass all_stats=False for the posterior statistics alone, or the original counts with adata=...",
+        )
+    if estimate_pseudocounts:
+        require_counts(
+            adata, "differential_expression(mode='change', pseudocounts=None) (it estimates the pseudocount "
+            "from the counts)",
+            "Pass pseudocounts= a number (e.g. the 'pseudocounts' column of a result on the original counts), "
+            "or the original counts with adata=...",
+        )
+    return _raw_counts(model, adata) if all_stats or estimate_pseudocounts else None
 
 
 def _raw_stats(X, idx1: np.ndarray, idx2: np.ndarray) -> dict[str, np.ndarray]:
@@ -122,7 +141,7 @@ def _compare(
     mode: str,
     delta: float,
     pseudocounts: float | None,
-    not_expressed: tuple[np.ndarray, np.ndarray],
+    not_expressed: tuple[np.ndarray, np.ndarray] | None,
 ) -> dict[str, np.ndarray]:
     scale1, scale2 = s1.mean(axis=0), s2.mean(axis=0)
     if mode == "vanilla":
@@ -247,6 +266,10 @@ def differential_expression(
     group1, group2``. Sorted by ``bayes_factor`` (vanilla) or ``proba_de`` (change), descending.
     ``pseudocounts=None`` estimates the change-mode pseudocount from genes with raw mean below
     ``threshold_counts`` in a group.
+
+    On minified data (latent posteriors, no counts) the samples come from the stored posteriors; the
+    raw-count columns and the pseudocount estimate need counts, so pass ``all_stats=False`` (and in change
+    mode ``pseudocounts=``).
     """
     if mode not in ("vanilla", "change"):
         raise PybridgeError(f"mode must be 'vanilla' or 'change', got {mode!r}.")
@@ -255,8 +278,8 @@ def differential_expression(
     if mode == "change" and (delta is None or delta < 0):
         raise PybridgeError(f"delta must be a non-negative LFC threshold, got {delta}.")
     adata = model._adata(adata) if hasattr(model, "_adata") else (adata if adata is not None else model.adata)
+    X = _raw_counts_if_needed(model, adata, all_stats, mode == "change" and pseudocounts is None)
     rng = np.random.default_rng(seed)
-    X = _raw_counts(model, adata)
     gene_names = list(model.registry.var_names) or list(adata.var_names)
     batches1 = _batches_for(model, batch_correction, batchid1)
     batches2 = _batches_for(model, batch_correction, batchid2)
@@ -265,11 +288,13 @@ def differential_expression(
         cells1, cells2 = np.flatnonzero(m1), np.flatnonzero(m2)
         if cells1.size == 0 or cells2.size == 0:
             raise PybridgeError(f"comparison {g1} vs {g2} has an empty group ({cells1.size} vs {cells2.size} cells).")
-        stats = _raw_stats(X, cells1, cells2)
+        stats = {} if X is None else _raw_stats(X, cells1, cells2)
         s1, s2 = _paired_samples(
             model, adata, cells1, cells2, batches1, batches2, n_samples_overall, batch_size, rng
         )
-        not_expressed = (stats["raw_mean1"] < threshold_counts, stats["raw_mean2"] < threshold_counts)
+        not_expressed = None if X is None else (
+            stats["raw_mean1"] < threshold_counts, stats["raw_mean2"] < threshold_counts
+        )
         res = _compare(s1, s2, mode, delta, pseudocounts, not_expressed)
         if all_stats:
             res.update(stats)

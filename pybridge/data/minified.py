@@ -43,12 +43,12 @@ def check_minified(adata: AnnData) -> None:
             raise PybridgeError(f"minified adata lacks {where}[{key!r}]; re-create it with model.minify(adata)")
 
 
-def require_counts(adata: AnnData | None, what: str) -> None:
-    """Raise a clear error when ``what`` needs counts but ``adata`` is minified."""
+def require_counts(adata: AnnData | None, what: str, fix: str = "Pass the original counts with adata=...") -> None:
+    """Refuse a minified ``adata`` where ``what`` needs the counts; ``fix``: a sentence saying what to do instead."""
     if is_minified(adata):
         raise PybridgeError(
-            f"{what} needs the count matrix, but this AnnData is minified (it holds only latent posteriors); "
-            f"pass the original counts with adata=..."
+            f"{what} needs the count matrix, but this AnnData is minified: it holds each cell's latent posterior "
+            f"and library size, and its counts are all zero. {fix}"
         )
 
 

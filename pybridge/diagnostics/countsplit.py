@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from pybridge.data.minified import require_counts
 from pybridge.errors import PybridgeError
 
 __all__ = ["count_split", "split_anndata"]
@@ -122,6 +123,7 @@ def split_anndata(
     Train on ``train_layer`` (``SCVI.setup_anndata(adata, layer="fold_A")``), then evaluate on
     ``test_layer`` with :func:`pybridge.diagnostics.report.build_report` or ``pybridge report``.
     """
+    require_counts(adata, "split_anndata", "Split the counts before minifying.")
     X = adata.X if layer is None else adata.layers[layer]
     a, b = count_split(X, fraction=fraction, overdispersion=overdispersion, seed=seed)
     adata.layers[train_layer] = a

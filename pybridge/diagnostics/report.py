@@ -21,6 +21,7 @@ import scipy.sparse as sp
 from scipy.special import logsumexp
 
 from pybridge.data.fields import aligned_counts
+from pybridge.data.minified import require_counts
 from pybridge.data.registry import SETUP_KEY, Registry
 from pybridge.diagnostics.calibration import CURVE_LEVELS, CalibrationAccumulator
 from pybridge.diagnostics.ceiling import (
@@ -219,6 +220,7 @@ def evaluate_split(
     positions in ``adata`` of the evaluated cells, those with counts in both folds; genes in the model's order).
     """
     t0 = time.perf_counter()
+    require_counts(adata, "evaluate_split", "Pass the count-split data (with its folds) before minifying.")
     for layer in (train_layer, test_layer):
         if layer not in adata.layers:
             raise PybridgeError(

@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pybridge.errors import PybridgeError
 from pybridge.nn import distributions as D
 from pybridge.nn.layers import DecoderSCVI, Encoder
 from pybridge.nn.loss import LossOutput
@@ -217,16 +216,7 @@ class SCVIModule(nn.Module):
             x, gen["px_log_rate"], gen["px_r"], gen.get("px_dropout"), integer_counts=self.integer_counts
         )
 
-    @staticmethod
-    def _require_counts(batch: dict) -> None:
-        if "X" not in batch:
-            raise PybridgeError(
-                "this computation needs the count matrix, but the data are minified (latent posteriors only); "
-                "pass the original counts with adata=..."
-            )
-
     def loss(self, batch: dict[str, torch.Tensor], kl_weight: float = 1.0) -> LossOutput:
-        self._require_counts(batch)
         inf = self.inference(batch)
         gen = self.generative(inf["z"], inf["library"], batch, rates=False)
         rec = -self.log_likelihood_sum(batch["X"], gen) + self._log_x_factorial(batch)
@@ -256,7 +246,6 @@ class SCVIModule(nn.Module):
     @torch.inference_mode()
     def marginal_ll(self, batch: dict[str, torch.Tensor], n_mc_samples: int, chunk: int = 64) -> torch.Tensor:
         """Per-cell importance-sampling estimate of log p(x), samples drawn ``chunk`` at a time."""
-        self._require_counts(batch)
         log_weights = []
         remaining = n_mc_samples
         log_fact = self._log_x_factorial(batch)

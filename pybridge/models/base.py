@@ -58,6 +58,10 @@ class BaseModel:
         allow_non_integer: bool = False,
     ) -> None:
         """Validate the counts and record which layer and obs columns the model uses (scvi-tools API)."""
+        require_counts(
+            adata, f"{cls.__name__}.setup_anndata",
+            f"To use minified data, load the model that minified it: {cls.__name__}.load(path, adata=minified).",
+        )
         setup_anndata(
             adata, layer, batch_key, labels_key, categorical_covariate_keys, continuous_covariate_keys,
             allow_non_integer,
@@ -102,8 +106,10 @@ class BaseModel:
         for chunk in torch.split(positions, batch_size or DEFAULT_CHUNK):
             yield store.gather(chunk)
 
-    def _evaluate(self, adata: AnnData | None, indices, batch_size: int | None) -> dict[str, float]:
-        """Per-cell means of the negative ELBO terms on the chosen cells (see :func:`evaluate_loss`)."""
+    def _evaluate(self, adata: AnnData | None, indices, batch_size: int | None, what: str) -> dict[str, float]:
+        """Per-cell means of the negative ELBO terms on the chosen cells (see :func:`evaluate_loss`); ``what``
+        names the caller in the refusal of minified data."""
+        require_counts(self._adata(adata), what)
         return evaluate_loss(self.module, self._minibatches(adata, indices, batch_size, likelihood=True))
 
     # ---- training -----------------------------------------------------------------------------------------
@@ -138,7 +144,7 @@ class BaseModel:
         stopping and history.
         """
         adata = self._adata(None)
-        require_counts(adata, "training")
+        require_counts(adata, f"{type(self).__name__}.train")
         ctx = distributed.context_for(strategy, accelerator)
         if ctx is not None and not self._data_parallel:
             raise PybridgeError(

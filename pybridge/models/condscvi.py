@@ -9,6 +9,7 @@ import torch
 from anndata import AnnData
 
 from pybridge.data.fields import covariate_arrays
+from pybridge.data.minified import require_counts
 from pybridge.data.registry import Registry
 from pybridge.data.setup import setup_anndata as register_anndata
 from pybridge.errors import PybridgeError
@@ -18,6 +19,8 @@ from pybridge.models.base import BaseModel
 MIN_CELLS_PER_TYPE_WARN = 10
 MIN_CELLS_PER_TYPE = 2
 RARE_TYPE_FLOOR = 0.05  # weight_obs: cell-type shares below 5% are weighted as if they were 5%
+# Minified data hold an SCVI model's latent posteriors, which CondSCVI cannot use.
+_REFERENCE_COUNTS = "CondSCVI reads the counts of the labelled reference: pass the reference before minifying."
 
 
 def check_reference_labels(adata: AnnData, labels_key: str | None) -> None:
@@ -90,6 +93,7 @@ class CondSCVI(BaseModel):
         """Validate the reference counts and its cell-type column (scvi-tools API)."""
         if not isinstance(adata, AnnData):
             raise PybridgeError(f"CondSCVI.setup_anndata expects an AnnData, got {type(adata).__name__}")
+        require_counts(adata, "CondSCVI.setup_anndata", _REFERENCE_COUNTS)
         check_reference_labels(adata, labels_key)
         register_anndata(adata, layer=layer, labels_key=labels_key)
 
@@ -125,6 +129,8 @@ class CondSCVI(BaseModel):
 
     @torch.inference_mode()
     def _posterior(self, adata: AnnData | None, indices, batch_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+        require_counts(self._adata(adata), "CondSCVI's posterior (get_latent_representation, get_vamp_prior)",
+                       _REFERENCE_COUNTS)
         means, variances = [], []
         for batch in self._minibatches(adata, indices, batch_size):
             qz_m, qz_v = self.module.inference(batch["X"], batch["labels"])

@@ -11,6 +11,7 @@ import torch
 from anndata import AnnData
 
 from pybridge.data.fields import aligned_counts, covariate_arrays
+from pybridge.data.minified import require_counts
 from pybridge.data.registry import SETUP_KEY, Registry, registry_of
 from pybridge.data.setup import setup_anndata as register_anndata
 from pybridge.errors import PybridgeError
@@ -23,6 +24,7 @@ MIN_RELIABLE_SPOTS = 50
 MAX_BATCH_SIZE = 128
 MIN_BATCH_SIZE = 4
 DEFAULT_AUGMENTATION_WEIGHT = 1000.0
+_SPOT_COUNTS = "DestVI deconvolves counts: pass the spots and the reference before minifying."
 
 
 def default_batch_size(n_spots: int) -> int:
@@ -92,6 +94,8 @@ class DestVI(BaseModel):
             )
         if not isinstance(st_adata, AnnData):
             raise PybridgeError(f"DestVI expects the spots as an AnnData, got {type(st_adata).__name__}")
+        require_counts(st_adata, "DestVI (the spots)", _SPOT_COUNTS)
+        require_counts(sc_model.adata, "DestVI (the CondSCVI reference)", _SPOT_COUNTS)
         if st_adata is sc_model.adata:
             raise PybridgeError(
                 "DestVI got the CondSCVI reference AnnData as spots; pass the spatial (spot) AnnData instead"
@@ -159,6 +163,7 @@ class DestVI(BaseModel):
         """Validate the spot counts (no zero-count spots) and record the layer (scvi-tools API)."""
         if not isinstance(adata, AnnData):
             raise PybridgeError(f"DestVI.setup_anndata expects an AnnData, got {type(adata).__name__}")
+        require_counts(adata, "DestVI.setup_anndata", _SPOT_COUNTS)
         register_anndata(adata, layer=layer)
 
     @staticmethod

@@ -13,6 +13,7 @@ from anndata import AnnData
 
 from pybridge import de, decoding
 from pybridge.data.fields import aligned_counts, covariate_arrays
+from pybridge.data.minified import require_counts
 from pybridge.data.registry import Registry
 from pybridge.errors import PybridgeError
 from pybridge.io import scvi_tools
@@ -259,7 +260,7 @@ class SCVI(BaseModel):
 
     def get_elbo(self, adata: AnnData | None = None, indices=None, batch_size: int | None = None) -> float:
         """Per-cell mean ELBO (a lower bound on log p(x); higher is better, as in scvi-tools)."""
-        terms = self._evaluate(adata, indices, batch_size)
+        terms = self._evaluate(adata, indices, batch_size, "get_elbo")
         return -(terms["reconstruction_loss"] + terms["kl_local"])
 
     def get_reconstruction_error(
@@ -269,7 +270,8 @@ class SCVI(BaseModel):
 
         The sign is that of scvi-tools 1.4.2's return value (a positive NLL).
         """
-        return {"reconstruction_loss": self._evaluate(adata, indices, batch_size)["reconstruction_loss"]}
+        terms = self._evaluate(adata, indices, batch_size, "get_reconstruction_error")
+        return {"reconstruction_loss": terms["reconstruction_loss"]}
 
     @torch.inference_mode()
     def get_marginal_ll(
@@ -277,6 +279,7 @@ class SCVI(BaseModel):
         mc_chunk: int = 64,
     ) -> float:
         """Per-cell mean importance-sampling estimate of log p(x) (higher is better)."""
+        require_counts(self._adata(adata), "get_marginal_ll")
         total, n = 0.0, 0
         for batch in self._minibatches(adata, indices, batch_size or 256, likelihood=True):
             values = self.module.marginal_ll(batch, n_mc_samples, chunk=mc_chunk)
