@@ -60,6 +60,7 @@ splitCounts <- function(x, fraction = 0.5, seed = 0, assay.type = "counts") {
 #' @export
 scviDiagnostics <- function(model, x, out.dir = tempfile("pybridge-report-"), train.layer = "fold_A",
                             test.layer = "fold_B", batch = NULL, seed = 0, ...) {
+    .refuseMinified(x)
     for (layer in c(train.layer, test.layer)) {
         if (!layer %in% SummarizedExperiment::assayNames(x)) {
             stop("assay '", layer, "' not found; split the counts first with splitCounts()", call. = FALSE)
@@ -117,8 +118,14 @@ scviDiagnostics <- function(model, x, out.dir = tempfile("pybridge-report-"), tr
 #' layer) and any other data (`ANY`: a genes x cells matrix, dgCMatrix or
 #' DelayedMatrix of counts; `groupby` and `batch` give one value per cell).
 #'
+#' On a SingleCellExperiment minified by [minifySCVI()], the posterior samples
+#' come from each cell's stored latent posterior; the raw-count columns are
+#' left out (there are no counts), and `mode = "change"` needs a given
+#' `pseudocounts =` (its estimate reads the counts).
+#'
 #' @param model An `SCVIModel`.
-#' @param x Data with the model's genes, as for [scviLatent()].
+#' @param x Data with the model's genes, as for [scviLatent()], or a
+#'   SingleCellExperiment minified by [minifySCVI()].
 #' @param groupby Column of the cell metadata with the groups, or one value per
 #'   cell. `NULL` to compare cells given as `group1`/`group2` indices.
 #' @param group1 Group(s) to test (default with `groupby`: each group in turn,
@@ -131,8 +138,11 @@ scviDiagnostics <- function(model, x, out.dir = tempfile("pybridge-report-"), tr
 #' @param batch.correction Average over batches?
 #' @param assay.type Assay with raw counts.
 #' @param batch Batch of each cell, as for [trainSCVI()].
-#' @param ... Further arguments of Python's `differential_expression()`.
-#' @return A data.frame, one row per gene and comparison; column `gene`.
+#' @param ... Further arguments of Python's `differential_expression()`
+#'   (e.g. `pseudocounts`, `n_samples_overall`, `seed`, `all_stats`).
+#' @return A data.frame, one row per gene and comparison; column `gene`;
+#'   without the raw-count columns (`raw_mean1`, `non_zeroes_proportion1`,
+#'   `raw_normalized_mean1` and those of group 2) on minified data.
 #' @name scviDifferentialExpression
 #' @export
 NULL
@@ -159,7 +169,9 @@ setMethod("scviDifferentialExpression", "ANY", .differentialExpressionMethod)
 
 .differentialExpression <- function(model, x, groupby, group1, group2, mode, delta, fdr.target,
                                     batch.correction, assay.type, batch, ...) {
-    input <- .modelInput(model, x, assay.type, batch)
+    input <- .outputInput(model, x, assay.type, batch)
+    extra <- list(...)
+    if (.isMinified(x)) extra <- .minifiedDEArgs(mode, extra)
     n <- length(input$cells)
     idx <- function(g) {
         if (is.null(g)) return(NULL)
@@ -185,8 +197,23 @@ setMethod("scviDifferentialExpression", "ANY", .differentialExpressionMethod)
         if (!is.null(group1)) args$group1 <- reticulate::r_to_py(as.list(as.character(group1)))
         if (!is.null(group2)) args$group2 <- as.character(group2)
     }
-    df <- do.call(.pyModel(model)$differential_expression, c(args, list(...)))
+    df <- do.call(.pyModel(model)$differential_expression, c(args, extra))
     out <- reticulate::py_to_r(df$rename_axis("gene")$reset_index())
     rownames(out) <- NULL
     out
+}
+
+# The further arguments of DE on minified data: no raw-count statistics, and a given change-mode pseudocount.
+.minifiedDEArgs <- function(mode, extra) {
+    if (isTRUE(extra$all_stats)) {
+        stop("all_stats = TRUE adds raw-count statistics, but x was minified by minifySCVI() and holds no ",
+             "counts; leave all_stats out, or pass the object from before minifySCVI()", call. = FALSE)
+    }
+    if (mode == "change" && is.null(extra$pseudocounts)) {
+        stop("scviDifferentialExpression(mode = \"change\") estimates its pseudocount from the counts, which x ",
+             "lacks (it was minified by minifySCVI()): pass pseudocounts = a number (e.g. the `pseudocounts` ",
+             "column of a result on the object from before minifySCVI()), or that object", call. = FALSE)
+    }
+    extra$all_stats <- FALSE
+    extra
 }

@@ -7,6 +7,33 @@
         identical(S4Vectors::metadata(x)$pybridge$minify_type, .MINIFY_TYPE)
 }
 
+# The first function of this package in the calls that led here (for messages), or NULL.
+.calledFunction <- function() {
+    exports <- getNamespaceExports("pybridge")
+    for (cl in sys.calls()) {
+        f <- cl[[1]]
+        if (is.call(f) && identical(f[[1]], as.name("::"))) f <- f[[3]]
+        if (is.name(f) && as.character(f) %in% exports) return(as.character(f))
+    }
+    NULL
+}
+
+# Refuse a minified object where counts are read: its counts assay is all zero.
+.refuseMinified <- function(x) {
+    if (!.isMinified(x)) return(invisible(NULL))
+    fn <- .calledFunction()
+    stop(if (is.null(fn)) "This" else paste0(fn, "()"), " needs counts, but the object was minified by ",
+         "minifySCVI(): its counts are all zero and only each cell's latent posterior is kept. Pass the object ",
+         "from before minifySCVI() (e.g. `sce`, not `mini <- minifySCVI(model, sce)`)", call. = FALSE)
+}
+
+# The AnnData a model's outputs read, and the cell names: the stored posteriors of a minified
+# SingleCellExperiment, the counts of anything else.
+.outputInput <- function(model, x, assay.type, batch) {
+    if (!.isMinified(x)) return(.modelInput(model, x, assay.type, batch))
+    list(adata = .minifiedAnnData(model, x, batch), cells = .orDefault(colnames(x), ncol(x)))
+}
+
 .pyColumn <- function(frame, name) {
     v <- reticulate::py_to_r(reticulate::py_get_item(frame, name)$to_numpy())
     dim(v) <- NULL
@@ -27,9 +54,20 @@
 #' `scviDecode()` returns the expected expression (genes x cells) at the
 #' posterior mean, from minified or ordinary data.
 #'
+#' A minified object stands in for its counts wherever the model's outputs are
+#' asked for, with the model that minified it: [scviLatent()],
+#' [scviNormalized()], [scviPosteriorSample()], `scviDecode()` and
+#' [scviDifferentialExpression()] read each cell's stored posterior (z at the
+#' mean `scvi_latent_qzm`, or drawn from the normal with mean
+#' `scvi_latent_qzm` and variance `scvi_latent_qzv`) and its stored library
+#' size, and give what they give on the counts. Functions that need the counts
+#' themselves ([trainSCVI()], [runSCVI()], [calculateSCVI()], [splitCounts()],
+#' [scviDiagnostics()], [runDestVI()]) refuse it: pass the object from before
+#' `minifySCVI()`.
+#'
 #' Both are S4 generics dispatching on `x`: `minifySCVI()` has a method for
-#' SingleCellExperiment; `scviDecode()` has one for SingleCellExperiment
-#' (minified or not) and one for any other data `scviLatent()` accepts.
+#' SingleCellExperiment; `scviDecode()` has one for any data `scviLatent()`
+#' accepts, minified or not.
 #'
 #' @param model An `SCVIModel`.
 #' @param x `minifySCVI()`: a SingleCellExperiment with the model's genes.
@@ -90,6 +128,11 @@ setMethod("minifySCVI", "ANY", function(model, x, assay.type = "counts", batch =
             stop("the minified data lack reducedDim '", key, "'; minify again with minifySCVI()", call. = FALSE)
         }
     }
+    n_latent <- ncol(SingleCellExperiment::reducedDim(x, "scvi_latent_qzm"))
+    if (!identical(as.integer(n_latent), as.integer(model@settings$model$n_latent))) {
+        stop("x was minified by a model with ", n_latent, " latent dimensions, but this model has ",
+             model@settings$model$n_latent, "; pass the model that minified x", call. = FALSE)
+    }
     for (key in c("observed_lib_size", "pybridge_log_normalizer")) {
         if (!key %in% colnames(SummarizedExperiment::colData(x))) {
             stop("the minified data lack colData column '", key, "'; minify again with minifySCVI()", call. = FALSE)
@@ -107,39 +150,25 @@ setMethod("minifySCVI", "ANY", function(model, x, assay.type = "counts", batch =
     )
 }
 
-# Expected expression (genes x cells) at the posterior mean; `minified`: x is minified data.
-.decode <- function(model, x, genes, library.size, assay.type, batch, minified = FALSE) {
+# Expected expression (genes x cells) at the posterior mean.
+.decode <- function(model, x, genes, library.size, assay.type, batch) {
     if (is.null(genes)) genes <- model@settings$genes
     missing <- setdiff(genes, model@settings$genes)
     if (length(missing)) {
         stop(length(missing), " of the genes are not in the model (e.g. '", missing[1], "')", call. = FALSE)
     }
-    if (minified) {
-        adata <- .minifiedAnnData(model, x, batch)
-        cells <- .orDefault(colnames(x), ncol(x))
-    } else {
-        input <- .modelInput(model, x, assay.type, batch)
-        adata <- input$adata
-        cells <- input$cells
-    }
-    out <- .pyModel(model)$decode(adata = adata, genes = reticulate::r_to_py(as.list(genes)),
+    input <- .outputInput(model, x, assay.type, batch)
+    out <- .pyModel(model)$decode(adata = input$adata, genes = reticulate::r_to_py(as.list(genes)),
                                  library_size = library.size, n_latent = NULL, chunk_size = 8192L)
     out <- t(reticulate::py_to_r(out))
     storage.mode(out) <- "double"
-    dimnames(out) <- list(genes, cells)
+    dimnames(out) <- list(genes, input$cells)
     out
 }
 
 #' @rdname minifySCVI
 #' @param genes Genes to decode (default: all of the model's genes).
 #' @param library.size Library size the expression is scaled to (1 gives proportions).
-#' @export
-setMethod("scviDecode", "SingleCellExperiment",
-          function(model, x, genes = NULL, library.size = 1, assay.type = "counts", batch = NULL) {
-    .decode(model, x, genes, library.size, assay.type, batch, minified = .isMinified(x))
-})
-
-#' @rdname minifySCVI
 #' @export
 setMethod("scviDecode", "ANY", function(model, x, genes = NULL, library.size = 1, assay.type = "counts", batch = NULL) {
     .decode(model, x, genes, library.size, assay.type, batch)

@@ -9,8 +9,14 @@
 #' `scviPosteriorSample()` samples counts from the posterior predictive
 #' (a genes x cells dgCMatrix, or a genes x cells x samples array).
 #'
+#' On a SingleCellExperiment minified by [minifySCVI()] with this model, all
+#' three read each cell's stored latent posterior and library size instead of
+#' counts, and give what they give on the original object (the same values,
+#' or draws from the same distribution).
+#'
 #' @param model An `SCVIModel`.
-#' @param x Data with the model's genes (any order): as for [trainSCVI()].
+#' @param x Data with the model's genes (any order): as for [trainSCVI()]; or
+#'   a SingleCellExperiment minified by [minifySCVI()].
 #' @param assay.type Assay holding raw counts.
 #' @param batch Batch of each cell, as for [trainSCVI()]; needed when the model
 #'   has a batch and `x` lacks the column it was trained with.
@@ -26,7 +32,7 @@
 #'     y <- scviPosteriorSample(model, counts)
 #' }
 scviLatent <- function(model, x, assay.type = "counts", batch = NULL, give.mean = TRUE) {
-    input <- .modelInput(model, x, assay.type, batch)
+    input <- .outputInput(model, x, assay.type, batch)
     z <- reticulate::py_to_r(.pyModel(model)$get_latent_representation(input$adata, give_mean = give.mean))
     dimnames(z) <- list(input$cells, paste0("scVI_", seq_len(ncol(z))))
     z
@@ -41,7 +47,7 @@ scviLatent <- function(model, x, assay.type = "counts", batch = NULL, give.mean 
 #' @export
 scviNormalized <- function(model, x, genes = NULL, library.size = 1, assay.type = "counts", batch = NULL,
                            n.samples = 1, transform.batch = NULL, chunk.size = 2000L) {
-    input <- .modelInput(model, x, assay.type, batch)
+    input <- .outputInput(model, x, assay.type, batch)
     if (is.null(genes)) genes <- model@settings$genes
     .checkGenes(methods::new("SCVIModel", path = model@path, settings = list(genes = genes)), model@settings$genes)
     n <- length(input$cells)
@@ -67,7 +73,7 @@ scviNormalized <- function(model, x, genes = NULL, library.size = 1, assay.type 
 #' @rdname scviLatent
 #' @export
 scviPosteriorSample <- function(model, x, n.samples = 1, genes = NULL, assay.type = "counts", batch = NULL) {
-    input <- .modelInput(model, x, assay.type, batch)
+    input <- .outputInput(model, x, assay.type, batch)
     if (is.null(genes)) genes <- model@settings$genes
     gene_list <- reticulate::r_to_py(as.list(genes))
     y <- .pyModel(model)$posterior_predictive_sample(input$adata, n_samples = as.integer(n.samples),

@@ -34,6 +34,7 @@
 
 # Counts, names and batch of `x`, whatever it is.
 .countsOf <- function(x, assay.type) {
+    .refuseMinified(x)  # all-zero counts: never read them as counts
     if (methods::is(x, "Seurat")) return(.seuratCounts(x, assay = NULL, layer = assay.type))
     if (methods::is(x, "SummarizedExperiment")) {
         if (!assay.type %in% SummarizedExperiment::assayNames(x)) {
