@@ -1,5 +1,57 @@
-"""The one exception type pybridge raises for bad input or bad files."""
+"""The one exception type pybridge raises for bad input or bad files, and what a host language needs from it.
+
+A :class:`PybridgeError` carries, besides its (Pythonic) message, a machine-readable ``kind`` and ``details``
+(0-based positions, offending names or values, the Python argument concerned), so that a host such as the R
+package can say the same thing in its own terms. :class:`WarningRecorder` collects the warnings raised while a
+host calls in, for the host to re-issue as its own warnings.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+#: Kinds of structured errors (``PybridgeError.kind``) and the details each carries.
+EMPTY_CELLS = "empty_cells"  # positions (0-based, all), n, layer
+NON_INTEGER = "non_integer"  # n, example, layer
+DUPLICATE_GENES = "duplicate_genes"  # names (the duplicated ones)
+MISSING_VALUES = "missing_values"  # key, role, positions (0-based, all), n
+
+MAX_LISTED = 5  # how many positions or names a message lists
 
 
 class PybridgeError(ValueError):
-    """A user-facing error: the message names the problem and how to fix it."""
+    """A user-facing error: the message names the problem and how to fix it.
+
+    ``kind`` (one of the module's kind constants, or ``None``) and ``details`` describe the problem for a host
+    language that words its own message.
+    """
+
+    def __init__(self, message: str, kind: str | None = None, **details: Any):
+        super().__init__(message)
+        self.kind = kind
+        self.details = details
+
+
+class WarningRecorder:
+    """Record every warning raised between :meth:`start` and :meth:`stop` instead of printing it.
+
+    The R package wraps its calls into Python with one, then raises each recorded warning as an R warning.
+    """
+
+    def __init__(self) -> None:
+        self._context: warnings.catch_warnings | None = None
+        self._records: list[warnings.WarningMessage] = []
+
+    def start(self) -> None:
+        """Begin recording (every occurrence, including repeats)."""
+        self._context = warnings.catch_warnings(record=True)
+        self._records = self._context.__enter__()
+        warnings.simplefilter("always")
+
+    def stop(self) -> list[dict[str, str]]:
+        """End recording; the warnings seen, as ``{"category", "message"}`` (no file or line)."""
+        if self._context is not None:
+            self._context.__exit__(None, None, None)
+            self._context = None
+        return [{"category": w.category.__name__, "message": str(w.message)} for w in self._records]

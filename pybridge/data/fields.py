@@ -10,7 +10,7 @@ import pandas as pd
 from anndata import AnnData
 
 from pybridge.data.registry import Registry
-from pybridge.errors import PybridgeError
+from pybridge.errors import DUPLICATE_GENES, MAX_LISTED, MISSING_VALUES, PybridgeError
 
 
 def check_obs_key(adata: AnnData, key: str, role: str) -> None:
@@ -32,11 +32,27 @@ def get_layer(adata: AnnData, layer: str | None):
     return adata.layers[layer]
 
 
+def require_unique_names(names: pd.Index, what: str) -> None:
+    """Refuse duplicated gene names where genes must be found by name."""
+    if not names.is_unique:
+        dups = [str(v) for v in names[names.duplicated()].unique()]
+        raise PybridgeError(
+            f"{what} has duplicated gene names (e.g. {dups[:MAX_LISTED]}), so genes cannot be matched by name; "
+            f"make them unique, e.g. adata.var_names_make_unique()",
+            kind=DUPLICATE_GENES, names=dups, of=what,
+        )
+
+
 def gene_positions(var_names, reg: Registry) -> np.ndarray | None:
-    """Column positions of the model's genes in ``var_names`` (None when they are already in the model's order)."""
+    """Column positions of the model's genes in ``var_names`` (None when they are already in the model's order).
+
+    Names need to be unique only when the genes are not already in the model's order.
+    """
     names = pd.Index(var_names)
     if len(names) == len(reg.var_names) and names.equals(pd.Index(reg.var_names)):
         return None
+    require_unique_names(names, "adata.var_names")
+    require_unique_names(pd.Index(reg.var_names), "the model's genes")
     position = names.get_indexer(reg.var_names)
     missing = [g for g, p in zip(reg.var_names, position) if p < 0]
     if missing:
@@ -57,9 +73,12 @@ def aligned_counts(adata: AnnData, reg: Registry, rows: np.ndarray | None = None
 
 
 def _codes(values: pd.Series, categories: list[str], key: str, role: str) -> np.ndarray:
-    n_na = int(values.isna().sum())
-    if n_na:
-        raise PybridgeError(f"{role} {key!r} has {n_na} missing (NA) values; fill or drop those cells")
+    missing = np.flatnonzero(values.isna().to_numpy())
+    if missing.size:
+        raise PybridgeError(
+            f"{role} {key!r} has {missing.size} missing (NA) values; fill or drop those cells",
+            kind=MISSING_VALUES, key=key, role=role, positions=missing.tolist(), n=int(missing.size),
+        )
     as_str = values.astype(str).to_numpy()
     codes = pd.Index(categories).get_indexer(as_str).astype(np.int64)
     unknown = sorted(set(as_str[codes < 0]))

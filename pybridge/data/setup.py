@@ -11,15 +11,16 @@ from anndata import AnnData
 from pybridge.data.fields import check_obs_key, get_layer
 from pybridge.data.registry import SETUP_KEY, Registry
 from pybridge.data.validation import validate_counts
-from pybridge.errors import PybridgeError
+from pybridge.errors import MISSING_VALUES, PybridgeError
 
 
 def _categories(values: pd.Series, key: str, role: str) -> list[str]:
-    n_na = int(values.isna().sum())
-    if n_na:
+    missing = np.flatnonzero(values.isna().to_numpy())
+    if missing.size:
         raise PybridgeError(
-            f"{role} {key!r} has {n_na} missing (NA) values; fill them (e.g. with 'unknown') or drop those "
-            f"cells before setup_anndata"
+            f"{role} {key!r} has {missing.size} missing (NA) values; fill them (e.g. with 'unknown') or drop those "
+            f"cells before setup_anndata",
+            kind=MISSING_VALUES, key=key, role=role, positions=missing.tolist(), n=int(missing.size),
         )
     if isinstance(values.dtype, pd.CategoricalDtype):
         return [str(c) for c in values.cat.categories]
@@ -35,14 +36,15 @@ def setup_anndata(
     continuous_covariate_keys: list[str] | None = None,
     allow_non_integer: bool = False,
 ) -> Registry:
-    """Validate ``adata`` and record the registry in ``adata.uns``; the data themselves are not touched."""
+    """Validate ``adata`` and record the registry in ``adata.uns``; the data themselves are not touched.
+
+    Duplicated ``var_names`` are accepted: a model reads this AnnData's genes by position. Applying it to data
+    whose genes are in another order, or choosing genes by name, then needs unique names.
+    """
     if not isinstance(adata, AnnData):
         raise PybridgeError(f"setup_anndata expects an AnnData, got {type(adata).__name__}")
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise PybridgeError(f"adata has shape {adata.shape}; it needs at least one cell and one gene")
-    if not adata.var_names.is_unique:
-        dups = adata.var_names[adata.var_names.duplicated()].unique()[:5].tolist()
-        raise PybridgeError(f"adata.var_names are not unique (e.g. {dups}); call adata.var_names_make_unique()")
     X = get_layer(adata, layer)
     reg = Registry(
         layer=layer,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from pybridge.errors import PybridgeError
+from pybridge.errors import EMPTY_CELLS, MAX_LISTED, NON_INTEGER, PybridgeError
 
 
 def _matrix_values(X) -> np.ndarray:
@@ -27,18 +27,21 @@ def validate_counts(X, layer_name: str, allow_non_integer: bool = False) -> None
             f"scaled or centred data (layer=...)"
         )
     if not allow_non_integer:
-        n_frac = int(np.count_nonzero(values != np.round(values)))
+        fractional = values != np.round(values)
+        n_frac = int(np.count_nonzero(fractional))
         if n_frac:
+            example = float(values[fractional][0])
             raise PybridgeError(
-                f"{layer_name} has {n_frac} non-integer entries (e.g. {values[values != np.round(values)][0]:g}); "
-                f"scVI models raw counts: pass the raw-count layer with layer=..., or opt in with "
-                f"allow_non_integer=True for expected counts"
+                f"{layer_name} has {n_frac} non-integer entries (e.g. {example:g}); scVI models raw counts: pass "
+                f"the raw-count layer with layer=..., or opt in with allow_non_integer=True for expected counts",
+                kind=NON_INTEGER, n=n_frac, example=example, layer=layer_name,
             )
     totals = np.asarray(X.sum(axis=1)).reshape(-1)
-    n_empty = int(np.count_nonzero(totals <= 0))
-    if n_empty:
-        first = np.flatnonzero(totals <= 0)[:5].tolist()
+    empty = np.flatnonzero(totals <= 0)
+    if empty.size:
         raise PybridgeError(
-            f"{n_empty} cells have zero total counts in {layer_name} (first positions {first}); filter them "
-            f"first, e.g. adata = adata[np.asarray(adata.X.sum(1)).ravel() > 0].copy()"
+            f"{empty.size} cells have zero total counts in {layer_name} (first positions "
+            f"{empty[:MAX_LISTED].tolist()}); filter them first, e.g. "
+            f"adata = adata[np.asarray(adata.X.sum(1)).ravel() > 0].copy()",
+            kind=EMPTY_CELLS, positions=empty.tolist(), n=int(empty.size), layer=layer_name,
         )

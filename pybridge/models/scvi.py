@@ -12,7 +12,7 @@ import torch
 from anndata import AnnData
 
 from pybridge import de, decoding
-from pybridge.data.fields import aligned_counts, covariate_arrays
+from pybridge.data.fields import aligned_counts, covariate_arrays, require_unique_names
 from pybridge.data.minified import require_counts
 from pybridge.data.registry import Registry
 from pybridge.errors import PybridgeError
@@ -118,6 +118,7 @@ class SCVI(BaseModel):
     def _gene_mask(self, gene_list: Sequence[str] | None) -> np.ndarray | slice:
         if gene_list is None:
             return slice(None)
+        require_unique_names(pd.Index(self.registry.var_names), "the model's genes")
         position = pd.Index(self.registry.var_names).get_indexer(list(gene_list))
         if (position < 0).any():
             missing = [g for g, p in zip(gene_list, position) if p < 0]

@@ -1,7 +1,8 @@
 """The one training loop shared by every pybridge model (no Lightning).
 
 Adam with scvi-tools' defaults, linear KL warm-up, a random train/validation split, a validation ELBO every
-epoch into ``history``, optional early stopping and a tqdm progress bar on stderr. Minibatches come from a
+epoch into ``history``, optional early stopping and a tqdm progress bar on stderr (or, instead, a callback per epoch
+for hosts whose stderr nobody sees, such as R under Rscript or knitr). Minibatches come from a
 store (:mod:`pybridge.data.stores`); data-parallel training wraps the module and averages the metrics
 (:mod:`pybridge.train.distributed`), through the same loop.
 """
@@ -19,6 +20,8 @@ from tqdm.auto import tqdm
 
 from pybridge.errors import PybridgeError
 from pybridge.train.malloc import keep_freed_buffers_in_heap
+
+EpochCallback = Callable[[int, int, dict[str, float]], None]
 
 MIN_LAST_BATCH = 3  # BatchNorm needs more than one cell; tiny trailing minibatches are dropped
 
@@ -74,6 +77,8 @@ class Trainer:
 
     ``train_indices`` / ``validation_indices`` are positions within ``store``. ``sync`` (data-parallel training)
     turns this process's per-epoch metrics into the job's, so that every rank records and stops alike.
+    ``progress``: ``None`` shows a tqdm bar when stderr is a terminal, ``True``/``False`` forces it, and a
+    callable ``progress(epoch, max_epochs, record)`` is called after each epoch (1-based) instead of the bar.
     """
 
     def __init__(
@@ -89,7 +94,7 @@ class Trainer:
         n_epochs_kl_warmup: int | None = 400,
         early_stopping: bool = False,
         early_stopping_patience: int = 45,
-        progress: bool | None = None,
+        progress: bool | EpochCallback | None = None,
         seed: int = 0,
         sync: Callable[[dict[str, float]], dict[str, float]] | None = None,
     ):
@@ -114,7 +119,8 @@ class Trainer:
         self.n_epochs_kl_warmup = n_epochs_kl_warmup
         self.early_stopping = early_stopping and len(validation_indices) > 0
         self.patience = early_stopping_patience
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.on_epoch = progress if callable(progress) else None
+        self.progress = self.on_epoch is None and (sys.stderr.isatty() if progress is None else bool(progress))
         self.sync = sync
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         torch.manual_seed(seed)
@@ -184,6 +190,8 @@ class Trainer:
             for key, value in record.items():
                 history.setdefault(key, []).append(value)
             shown = record.get("elbo_validation", record["elbo_train"])
+            if self.on_epoch is not None:
+                self.on_epoch(step + 1, max_epochs, record)
             bar.set_postfix_str(f"elbo={record['elbo_train']:.1f}" + (
                 f" val={shown:.1f}" if "elbo_validation" in record else ""))
             if self.early_stopping:

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from conftest import simulate_counts
 
 import pybridge
-from pybridge import PybridgeError
+from pybridge import PybridgeError, errors
 
 
 def _with_X(adata, fn):
@@ -37,8 +37,10 @@ def test_nan_and_inf(small_adata, bad):
 
 def test_non_integer_needs_opt_in(small_adata):
     small_adata.X.data[:4] += 0.5
-    with pytest.raises(PybridgeError, match="4 non-integer entries.*allow_non_integer=True"):
+    with pytest.raises(PybridgeError, match="4 non-integer entries.*allow_non_integer=True") as err:
         pybridge.SCVI.setup_anndata(small_adata)
+    assert err.value.kind == errors.NON_INTEGER
+    assert err.value.details["n"] == 4 and err.value.details["example"] % 1 == 0.5
     pybridge.SCVI.setup_anndata(small_adata, allow_non_integer=True)
     model = pybridge.SCVI(small_adata, n_hidden=16, n_latent=3)
     model.train(max_epochs=2, progress=False)
@@ -47,8 +49,19 @@ def test_non_integer_needs_opt_in(small_adata):
 
 def test_zero_count_cells(small_adata):
     _with_X(small_adata, lambda X: X.__setitem__(([3, 7, 8], slice(None)), 0))
-    with pytest.raises(PybridgeError, match=r"3 cells have zero total counts in adata.X \(first positions \[3, 7, 8\]\).*filter"):
+    with pytest.raises(PybridgeError, match=r"3 cells have zero total counts in adata.X \(first positions \[3, 7, 8\]\).*filter") as err:
         pybridge.SCVI.setup_anndata(small_adata)
+    assert err.value.kind == errors.EMPTY_CELLS
+    assert err.value.details["positions"] == [3, 7, 8]
+
+
+def test_missing_batch_values_carry_positions(small_adata):
+    small_adata.obs["batch"] = small_adata.obs["batch"].astype(object)
+    small_adata.obs.iloc[[2, 5], small_adata.obs.columns.get_loc("batch")] = None
+    with pytest.raises(PybridgeError, match="batch_key 'batch' has 2 missing") as err:
+        pybridge.SCVI.setup_anndata(small_adata, batch_key="batch")
+    assert err.value.kind == errors.MISSING_VALUES
+    assert err.value.details["positions"] == [2, 5] and err.value.details["role"] == "batch_key"
 
 
 def test_missing_layer_lists_layers(small_adata):
@@ -115,12 +128,19 @@ def test_not_set_up(small_adata):
         pybridge.SCVI(small_adata)
 
 
-def test_duplicate_gene_names(small_adata):
+def test_duplicate_gene_names_train_by_position(small_adata):
     small_adata.var_names = ["g"] * 2 + list(small_adata.var_names[2:])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with pytest.raises(PybridgeError, match="var_names are not unique.*var_names_make_unique"):
-            pybridge.SCVI.setup_anndata(small_adata)
+    pybridge.SCVI.setup_anndata(small_adata)
+    model = pybridge.SCVI(small_adata, n_hidden=16, n_latent=3)
+    model.train(max_epochs=2, progress=False)
+    assert model.get_latent_representation().shape == (small_adata.n_obs, 3)
+    reordered = small_adata[:, ::-1].copy()
+    with pytest.raises(PybridgeError, match="duplicated gene names.*var_names_make_unique") as err:
+        model.get_latent_representation(reordered)
+    assert err.value.kind == errors.DUPLICATE_GENES and err.value.details["names"] == ["g"]
+    with pytest.raises(PybridgeError, match="the model's genes has duplicated gene names") as err:
+        model.get_normalized_expression(gene_list=["gene5"])
+    assert err.value.details["of"] == "the model's genes"
 
 
 def test_setup_does_not_touch_data(small_adata):
@@ -130,3 +150,13 @@ def test_setup_does_not_touch_data(small_adata):
     assert (small_adata.X != before).nnz == 0
     assert small_adata.obs.equals(obs_before)
     assert json.loads(small_adata.uns["_pybridge_setup"])["batch_key"] == "batch"
+
+
+def test_warning_recorder_collects_without_printing(recwarn):
+    recorder = errors.WarningRecorder()
+    recorder.start()
+    warnings.warn("first", UserWarning)
+    warnings.warn("first", UserWarning)
+    seen = recorder.stop()
+    assert seen == [{"category": "UserWarning", "message": "first"}] * 2
+    assert len(recwarn) == 0
