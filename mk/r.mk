@@ -2,7 +2,8 @@
 #   r-deps      install the Debian R packages the R package needs (only those missing)
 #   r-install   install the R package into $(R_LIB) (a project-local library), when its sources changed
 #   r-test      testthat suite against the project venv (Python-skips become failures)
-#   r-vignettes R CMD build: knits both vignettes once, giving $(R_TARBALL)
+#   r-vignettes R CMD build: knits both vignettes once, giving $(R_TARBALL), which carries the Python
+#               sdist of the same version in inst/python (installPybridge() installs that copy)
 #   r-check     R CMD check --no-manual on that tarball (tests and vignettes already ran above)
 
 R_DEBS ?= r-base-core r-base-dev r-bioc-singlecellexperiment r-cran-seuratobject r-cran-seurat \
@@ -43,9 +44,25 @@ r-test: r-install
 # so build from a staged copy of just the R package's files.
 R_PKG_FILES := DESCRIPTION NAMESPACE .Rbuildignore LICENSE R man vignettes tests/testthat.R tests/testthat
 
-r-vignettes: r-install
-	@rm -rf $(R_BUILD_DIR)/src && mkdir -p $(R_BUILD_DIR)/src
+# The Python sdist (distribution pybridge-sc), built offline with the venv's setuptools; the R package
+# carries it, so its version must be the R package's.
+PY_VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' pybridge/_version.py)
+PY_DIST_DIR ?= $(CURDIR)/dist
+PY_SDIST := $(PY_DIST_DIR)/pybridge_sc-$(PY_VERSION).tar.gz
+PY_SOURCES := pyproject.toml README.md LICENSE $(shell find pybridge -type f ! -name '*.pyc')
+PY_BUILD = @mkdir -p $(PY_DIST_DIR) && $(R_VENV_PYTHON) -c 'import setuptools.build_meta as b, sys; \
+           d = sys.argv[1]; b.build_$(1)(d)' $(PY_DIST_DIR) >$(PY_DIST_DIR)/build.log 2>&1 \
+           || { cat $(PY_DIST_DIR)/build.log; exit 1; }; rm -rf build pybridge_sc.egg-info
+
+$(PY_SDIST): $(PY_SOURCES)
+	@test "$(PY_VERSION)" = "$(R_VERSION)" || { echo "pybridge/_version.py says $(PY_VERSION) but \
+	DESCRIPTION says $(R_VERSION): the R package must carry its own version of the Python package"; exit 1; }
+	$(call PY_BUILD,sdist)
+
+r-vignettes: r-install $(PY_SDIST)
+	@rm -rf $(R_BUILD_DIR)/src && mkdir -p $(R_BUILD_DIR)/src/inst/python
 	tar cf - $(R_PKG_FILES) | tar xf - -C $(R_BUILD_DIR)/src
+	cp $(PY_SDIST) $(R_BUILD_DIR)/src/inst/python/
 	cd $(R_BUILD_DIR) && $(R_ENV) R CMD build --no-manual src
 
 r-check: r-vignettes
