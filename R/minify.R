@@ -46,10 +46,12 @@
 #' them: the latent posterior mean and variance of each cell (reducedDims
 #' `"scvi_latent_qzm"`, `"scvi_latent_qzv"`), its observed library size and
 #' log-normaliser (colData `observed_lib_size`, `pybridge_log_normalizer`).
-#' The counts become an all-zero sparse matrix and
+#' The counts become an all-zero sparse matrix,
 #' `metadata(x)$pybridge$minify_type` is `"latent_posterior_parameters"`
-#' (the layout of scvi-tools' minified AnnData). Only for models trained with
-#' the observed library size (the default).
+#' (the layout of scvi-tools' minified AnnData) and
+#' `metadata(x)$pybridge$minified_by` a digest of the model's weights, which
+#' ties the posteriors to the model. Only for models trained with the observed
+#' library size (the default).
 #'
 #' `scviDecode()` returns the expected expression (genes x cells) at the
 #' posterior mean, from minified or ordinary data.
@@ -111,6 +113,7 @@ setMethod("minifySCVI", "SingleCellExperiment", function(model, x, assay.type = 
     SummarizedExperiment::assay(x, assay.type, withDimnames = FALSE) <- zeros
     meta <- S4Vectors::metadata(x)
     meta$pybridge$minify_type <- .MINIFY_TYPE
+    meta$pybridge$minified_by <- reticulate::py_to_r(reticulate::py_get_item(mini$uns, "pybridge_minified_by"))
     S4Vectors::metadata(x) <- meta
     x
 })
@@ -128,10 +131,14 @@ setMethod("minifySCVI", "ANY", function(model, x, assay.type = "counts", batch =
             stop("the minified data lack reducedDim '", key, "'; minify again with minifySCVI()", call. = FALSE)
         }
     }
-    n_latent <- ncol(SingleCellExperiment::reducedDim(x, "scvi_latent_qzm"))
-    if (!identical(as.integer(n_latent), as.integer(model@settings$model$n_latent))) {
-        stop("x was minified by a model with ", n_latent, " latent dimensions, but this model has ",
-             model@settings$model$n_latent, "; pass the model that minified x", call. = FALSE)
+    by <- S4Vectors::metadata(x)$pybridge$minified_by
+    fingerprint <- function() {
+        reticulate::py_to_r(.pybridgeModule("pybridge.data.minified")$module_fingerprint(.pyModel(model)$module))
+    }
+    if (!is.null(by) && !identical(by, fingerprint())) {
+        stop("x was minified by another model (or by this one before further training): its stored latent ",
+             "posteriors are not this model's. Pass the model that minified x, or minify the counts again with ",
+             "this model: minifySCVI(model, sce)", call. = FALSE)
     }
     for (key in c("observed_lib_size", "pybridge_log_normalizer")) {
         if (!key %in% colnames(SummarizedExperiment::colData(x))) {

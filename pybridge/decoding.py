@@ -20,6 +20,7 @@ from pybridge.data.fields import aligned_counts, covariate_arrays
 from pybridge.data.minified import (
     LIBRARY_KEY,
     LOG_NORMALIZER_KEY,
+    MINIFIED_BY_KEY,
     MINIFY_TYPE,
     MINIFY_TYPE_KEY,
     QZM_KEY,
@@ -27,6 +28,7 @@ from pybridge.data.minified import (
     LatentCells,
     is_minified,
     latent_cells_from_minified,
+    module_fingerprint,
 )
 from pybridge.data.registry import SETUP_KEY
 from pybridge.errors import PybridgeError
@@ -36,7 +38,7 @@ DEFAULT_CHUNK = 8192
 
 def latent_cells(model, adata: AnnData | None = None, indices=None, batch_size: int | None = None) -> LatentCells:
     """The decoder inputs for the chosen cells of ``adata`` (minified or with counts)."""
-    adata = model._adata(adata)
+    adata = model._data(adata)
     rows = model._rows(adata, indices)
     if is_minified(adata):
         return latent_cells_from_minified(adata, model.registry, rows)
@@ -159,6 +161,7 @@ def minify(model, adata: AnnData | None = None, batch_size: int | None = None) -
     out.obs[LIBRARY_KEY] = cells.library
     out.obs[LOG_NORMALIZER_KEY] = lognorm
     out.uns[MINIFY_TYPE_KEY] = MINIFY_TYPE
+    out.uns[MINIFIED_BY_KEY] = module_fingerprint(model.module)
     out.uns[SETUP_KEY] = registry.to_json()
     return out
 

@@ -2,11 +2,13 @@
 
 A minified AnnData keeps each cell's posterior mean and variance of z, its observed library size and its
 softmax log-normaliser: ``obsm["scvi_latent_qzm"]``, ``obsm["scvi_latent_qzv"]``, ``obs["observed_lib_size"]``,
-``uns["_scvi_adata_minify_type"]``, X all-zero sparse, plus ``obs["pybridge_log_normalizer"]``.
+``uns["_scvi_adata_minify_type"]``, X all-zero sparse, plus ``obs["pybridge_log_normalizer"]`` and
+``uns["pybridge_minified_by"]`` (a digest of the weights of the model that computed the posteriors).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,6 +28,7 @@ QZM_KEY = "scvi_latent_qzm"
 QZV_KEY = "scvi_latent_qzv"
 LIBRARY_KEY = "observed_lib_size"
 LOG_NORMALIZER_KEY = "pybridge_log_normalizer"
+MINIFIED_BY_KEY = "pybridge_minified_by"
 
 
 def is_minified(adata: AnnData | None) -> bool:
@@ -49,6 +52,26 @@ def require_counts(adata: AnnData | None, what: str, fix: str = "Pass the origin
         raise PybridgeError(
             f"{what} needs the count matrix, but this AnnData is minified: it holds each cell's latent posterior "
             f"and library size, and its counts are all zero. {fix}"
+        )
+
+
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """A digest of a model's weights: minified data record which model computed their posteriors."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_minified_by(adata: AnnData, module: torch.nn.Module) -> None:
+    """Refuse minified data whose posteriors another model computed (data without the record pass)."""
+    recorded = adata.uns.get(MINIFIED_BY_KEY) if is_minified(adata) else None
+    if recorded is not None and recorded != module_fingerprint(module):
+        raise PybridgeError(
+            "this AnnData was minified by another model (or by this one before further training): its stored "
+            "latent posteriors are not this model's. Use the model that minified it, or minify the counts "
+            "again with this model: model.minify(adata_with_counts)"
         )
 
 

@@ -15,7 +15,7 @@ from anndata import AnnData
 
 from pybridge._version import __version__
 from pybridge.data.factory import make_store
-from pybridge.data.minified import require_counts
+from pybridge.data.minified import check_minified_by, require_counts
 from pybridge.data.registry import SETUP_KEY, Registry, registry_of
 from pybridge.data.setup import setup_anndata
 from pybridge.errors import PybridgeError
@@ -81,6 +81,12 @@ class BaseModel:
             raise PybridgeError("this model was loaded without data; pass adata=...")
         return self.adata
 
+    def _data(self, adata: AnnData | None) -> AnnData:
+        """The data to read outputs from (default: the model's); minified data must be this model's."""
+        adata = self._adata(adata)
+        check_minified_by(adata, self.module)
+        return adata
+
     def _rows(self, adata: AnnData | None, indices) -> np.ndarray | None:
         """Validated cell positions of ``indices`` (None = all cells)."""
         if indices is None:
@@ -101,7 +107,7 @@ class BaseModel:
         """Minibatches of the chosen cells, in their order, with the module in eval mode: the one loop that
         every output call of every model reads through. Only the chosen cells are read and moved."""
         self.module.eval()
-        store = make_store(self._adata(adata), self.registry, self.device, self._rows(adata, indices), likelihood)
+        store = make_store(self._data(adata), self.registry, self.device, self._rows(adata, indices), likelihood)
         positions = torch.arange(len(store), device=self.device)
         for chunk in torch.split(positions, batch_size or DEFAULT_CHUNK):
             yield store.gather(chunk)

@@ -93,6 +93,18 @@ def test_likelihood_parameters_use_the_stored_posterior(fitted):
         np.testing.assert_array_equal(seeded[key], value)
 
 
+def test_minified_data_belong_to_the_model_that_minified_them(fitted, tmp_path):
+    model, adata, mini = fitted
+    model.save(tmp_path / "m")
+    reloaded = pybridge.SCVI.load(tmp_path / "m", accelerator="cpu")
+    np.testing.assert_array_equal(reloaded.get_latent_representation(mini), mini.obsm["scvi_latent_qzm"])
+    other = pybridge.SCVI(adata, n_hidden=32, n_latent=4)
+    for method in ("get_latent_representation", "get_normalized_expression", "posterior_predictive_sample",
+                   "decode"):
+        with pytest.raises(PybridgeError, match="minified by another model"):
+            getattr(other, method)(mini)
+
+
 @pytest.mark.parametrize("method", ["get_elbo", "get_reconstruction_error", "get_marginal_ll"])
 def test_likelihoods_of_the_counts_are_refused(fitted, method):
     model, _, mini = fitted

@@ -35,6 +35,7 @@ test_that("minifySCVI keeps the latent posterior and library size and drops the 
     sce <- f$sce
     mini <- f$mini
     expect_identical(S4Vectors::metadata(mini)$pybridge$minify_type, "latent_posterior_parameters")
+    expect_match(S4Vectors::metadata(mini)$pybridge$minified_by, "^[0-9a-f]{64}$")
     qzm <- SingleCellExperiment::reducedDim(mini, "scvi_latent_qzm")
     expect_identical(dim(qzm), c(ncol(sce), 3L))
     expect_identical(rownames(qzm), colnames(sce))
@@ -61,8 +62,11 @@ test_that("scviLatent on minified data is the stored posterior mean, or a draw f
     drawn <- seeded(scviLatent(f$model, f$mini, give.mean = FALSE))
     expect_identical(drawn, seeded(scviLatent(f$model, f$sce, give.mean = FALSE)))
     expect_gt(max(abs(drawn - z)), 0)
-    wider <- trainSCVI(f$sce, batch = "sample", n_latent = 4, n_hidden = 16, max_epochs = 1, path = tempfile("w-"))
-    expect_error(scviLatent(wider, f$mini), "minified by a model with 3 latent dimensions")
+    copy <- loadSCVI(saveSCVI(f$model, tempfile("copy-"))@path)
+    expect_identical(scviLatent(copy, f$mini), z)
+    other <- trainSCVI(f$sce, batch = "sample", n_latent = 3, n_hidden = 16, max_epochs = 1, path = tempfile("w-"))
+    expect_error(scviLatent(other, f$mini), "minified by another model")
+    expect_error(scviDecode(other, f$mini), "minified by another model")
 })
 
 test_that("scviNormalized on minified data equals scviDecode and the result on the counts", {
