@@ -58,13 +58,18 @@ class BaseModel:
         allow_non_integer: bool = False,
     ) -> None:
         """Validate the counts and record which layer and obs columns the model uses (scvi-tools API)."""
-        require_counts(
-            adata, f"{cls.__name__}.setup_anndata",
-            f"To use minified data, load the model that minified it: {cls.__name__}.load(path, adata=minified).",
-        )
+        cls._refuse_minified(adata, f"{cls.__name__}.setup_anndata")
         setup_anndata(
             adata, layer, batch_key, labels_key, categorical_covariate_keys, continuous_covariate_keys,
             allow_non_integer,
+        )
+
+    @classmethod
+    def _refuse_minified(cls, adata: AnnData, what: str) -> None:
+        """Refuse minified data where a model is set up or built on counts; they go to the model that made them."""
+        require_counts(
+            adata, what,
+            f"To use minified data, load the model that minified it: {cls.__name__}.load(path, adata=minified).",
         )
 
     def _init_module(self, registry: Registry, **params) -> None:

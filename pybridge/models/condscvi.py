@@ -74,6 +74,7 @@ class CondSCVI(BaseModel):
         weight_obs: bool = False,
         dropout_rate: float = 0.05,
     ):
+        require_counts(adata, "CondSCVI(adata)", _REFERENCE_COUNTS)
         super().__init__(adata)
         if self.registry.labels_key is None:
             raise PybridgeError("CondSCVI needs cell types: call CondSCVI.setup_anndata(adata, labels_key=...)")

@@ -70,6 +70,7 @@ class SCVI(BaseModel):
         use_layer_norm: str = "none",
         matryoshka_dims: Sequence[int] | None = None,
     ):
+        self._refuse_minified(adata, "SCVI(adata)")
         super().__init__(adata)
         _check_choice("dispersion", dispersion, DISPERSIONS)
         _check_choice("gene_likelihood", gene_likelihood, LIKELIHOODS)

@@ -132,6 +132,8 @@ def test_training_and_set_up_are_refused(fitted, tmp_path):
     model, _, mini = fitted
     with pytest.raises(PybridgeError, match="SCVI.setup_anndata needs the count matrix.*SCVI.load"):
         pybridge.SCVI.setup_anndata(mini.copy())
+    with pytest.raises(PybridgeError, match=r"SCVI\(adata\) needs the count matrix.*SCVI.load"):
+        pybridge.SCVI(mini)
     model.save(tmp_path / "m")
     loaded = pybridge.SCVI.load(tmp_path / "m", adata=mini.copy(), accelerator="cpu")
     with pytest.raises(PybridgeError, match="SCVI.train needs the count matrix"):
@@ -142,6 +144,8 @@ def test_condscvi_and_destvi_refuse_minified_data(fitted):
     _, adata, mini = fitted
     with pytest.raises(PybridgeError, match="CondSCVI.setup_anndata needs the count matrix"):
         pybridge.CondSCVI.setup_anndata(mini.copy(), labels_key="cell_type")
+    with pytest.raises(PybridgeError, match=r"CondSCVI\(adata\) needs the count matrix"):
+        pybridge.CondSCVI(mini)
     with pytest.raises(PybridgeError, match="DestVI.setup_anndata needs the count matrix"):
         pybridge.DestVI.setup_anndata(mini.copy())
     reference = adata.copy()
