@@ -7,7 +7,10 @@
 #'
 #' @slot path Absolute path of the saved model directory.
 #' @slot settings List: `batch_key`, `genes`, `model` (architecture
-#'   arguments), `train` (training arguments), `history` (per-epoch ELBO).
+#'   arguments), `train` (training arguments), `history` (per-epoch
+#'   metrics: `loss_train` and `loss_validation`, the loss minimised, i.e.
+#'   the negative ELBO per cell, lower is better; its terms
+#'   `reconstruction_loss_*`, `kl_local_*`, `kl_global_*`; and `kl_weight`).
 #' @export
 setClass("SCVIModel", slots = c(path = "character", settings = "list"))
 
@@ -21,9 +24,9 @@ setMethod("show", "SCVIModel", function(object) {
     cat("  genes:  ", length(s$genes), "\n", sep = "")
     cat("  latent: ", s$model$n_latent, "\n", sep = "")
     if (!is.null(s$batch_key)) cat("  batch:  ", s$batch_key, " (", length(s$batch_levels), " levels)\n", sep = "")
-    n_epochs <- length(s$history$elbo_train)
-    if (n_epochs) cat("  trained: ", n_epochs, " epochs, final train ELBO ",
-                      format(utils::tail(s$history$elbo_train, 1), digits = 6), "\n", sep = "")
+    n_epochs <- length(s$history$loss_train)
+    if (n_epochs) cat("  trained: ", n_epochs, " epochs, final training loss (negative ELBO per cell) ",
+                      format(utils::tail(s$history$loss_train, 1), digits = 6), "\n", sep = "")
 })
 
 # Seurat's class, named with its package: methods for Seurat objects can then be set without

@@ -32,16 +32,18 @@
         stop("labels = '", labels, "' is not a column of the reference's cell metadata; pass the column with ",
              "the cell types", call. = FALSE)
     }
-    sp <- .modelAnnData(spots, assay.type = assay.type)
-    ref <- .modelAnnData(reference, assay.type = assay.type, batch = labels)
-    res <- do.call(.pybridgeModule("pybridge.deconvolution.pipeline")$run_destvi,
-                   c(list(sp$adata, ref$adata, labels_key = labels), args))
-    prop <- reticulate::py_to_r(res$proportions)
-    types <- colnames(prop)
-    props <- t(as.matrix(prop))
+    sp <- .checkCounts(.modelAnnData(spots, assay.type = assay.type))
+    ref <- .checkCounts(.modelAnnData(reference, assay.type = assay.type, batch = labels, arg = "labels"))
+    args$progress <- .progressReporter(if (is.null(args$progress)) TRUE else args$progress, "DestVI")
+    res <- .withPython(do.call(.pybridgeModule("pybridge.deconvolution.pipeline")$run_destvi,
+                               c(list(sp$adata, ref$adata, labels_key = labels), args)),
+                       .errorContext(cells = NULL, genes = NULL, args = c(labels_key = "labels")))
+    # values and names separately: reticulate's own pandas conversion calls deprecated pandas methods
+    types <- as.character(reticulate::py_to_r(.handoff()$index_to_r(res$proportions$columns)))
+    props <- t(reticulate::py_to_r(res$proportions$to_numpy()))
     dimnames(props) <- list(types, sp$cells)
     gamma <- lapply(types, function(tp) {
-        g <- as.matrix(reticulate::py_to_r(reticulate::py_get_item(res$gamma, tp)))
+        g <- as.matrix(reticulate::py_to_r(reticulate::py_get_item(res$gamma, tp)$to_numpy()))
         dimnames(g) <- list(sp$cells, paste0("gamma_", seq_len(ncol(g))))
         g
     })
@@ -68,7 +70,8 @@
 #' @param ... Arguments of Python's `pybridge.deconvolution.pipeline.run_destvi()`:
 #'   `sc_max_epochs`, `st_max_epochs`, `batch_size`, `lr`, `vamp_prior_p`,
 #'   `amortization`, `l1_reg`, `augmentation_weight`, `weight_obs`, `n_latent`, `cell_fractions`,
-#'   `accelerator`, `seed`, `progress`.
+#'   `accelerator`, `seed`, `progress` (`FALSE` silences the progress
+#'   messages of both trainings, CondSCVI first, then DestVI).
 #' @return `spots` with the proportions added.
 #' @name runDestVI
 #' @export

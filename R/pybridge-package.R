@@ -18,10 +18,11 @@
 #'   is an `SCVIModel` ([SCVIModel-class]), the second the data.
 #'   [scviLatent()], [scviNormalized()], [scviPosteriorSample()],
 #'   [scviDecode()], [scviDiagnostics()], [scviDifferentialExpression()].
-#' * `verbSCVI()`, the life cycle of a model handle: make, store and reload a
-#'   handle, or reduce data to what a handle needs. [trainSCVI()],
-#'   [saveSCVI()], [loadSCVI()], [minifySCVI()] (`model` first, as for the
-#'   `scviX()` functions).
+#' * `verbSCVI()`, the life cycle of a model handle: make, store, reload,
+#'   list and remove handles and their saved models, or reduce data to what a
+#'   handle needs. [trainSCVI()], [saveSCVI()], [loadSCVI()], [listSCVI()],
+#'   [removeSCVI()], [minifySCVI()] (`model` first, as for the `scviX()`
+#'   functions).
 #' * Plain verbs for conversion and data preparation: [toAnnData()],
 #'   [fromAnnData()], [readH5AD()], [writeH5AD()], [splitCounts()].
 #' * `xPybridge()` for the set-up: [installPybridge()], [usePybridge()],
@@ -31,6 +32,15 @@
 #' type: [runSCVI()], [calculateSCVI()], [runDestVI()], [minifySCVI()],
 #' [scviDecode()], [scviDifferentialExpression()] (the `scviX()` generics
 #' dispatch on the data `x`, not on the model).
+#'
+#' @section Errors, warnings, progress and storage:
+#' Errors about the data speak R: R argument names, cell and gene names with
+#' 1-based positions, and R code as the fix; they have classes
+#' `pybridgeError` and `pybridge_<kind>` (e.g. `pybridge_empty_cells`) for
+#' `tryCatch()`. Warnings from the Python side are R warnings (class
+#' `pybridgeWarning`). Training reports progress with `message()`
+#' (`progress = FALSE` silences it). Models trained without `path` are saved
+#' under `getOption("pybridge.model.dir")`: see [listSCVI()].
 #'
 #' @section Python users:
 #' Python reads and writes `.rds` files through rpy2 with

@@ -58,14 +58,17 @@
     NULL
 }
 
-# Resolve `batch` (a cell-metadata column name or one value per cell) to list(key, values).
-.resolveBatch <- function(x, batch, n_cells, default_key = "batch") {
+# Resolve `batch` (a cell-metadata column name or one value per cell) to list(key, values). `cells`: the
+# cell names (or their number); `arg`: the R argument that holds `batch`, for messages.
+.resolveBatch <- function(x, batch, cells, default_key = "batch", arg = "batch") {
     if (is.null(batch)) return(NULL)
+    if (is.numeric(cells)) cells <- .orDefault(colnames(x), cells)
+    n_cells <- length(cells)
     meta <- .cellMetadata(x)
     if (is.character(batch) && length(batch) == 1L && n_cells != 1L) {
         if (is.null(meta) || !batch %in% colnames(meta)) {
-            stop("batch = '", batch, "' is not a column of the cell metadata; pass a column name or one value per cell",
-                 call. = FALSE)
+            stop(arg, " = '", batch, "' is not a column of the cell metadata; pass a column name or one value ",
+                 "per cell", call. = FALSE)
         }
         key <- batch
         values <- meta[[batch]]
@@ -74,17 +77,37 @@
         values <- batch
     }
     if (length(values) != n_cells) {
-        stop("batch has ", length(values), " values for ", n_cells, " cells", call. = FALSE)
+        stop(arg, " has ", length(values), " values for ", n_cells, " cells", call. = FALSE)
     }
     if (anyNA(values)) {
-        stop("batch has NA for ", sum(is.na(values)), " cells (first: cell ", which(is.na(values))[1],
-             "); assign those cells a batch or drop them", call. = FALSE)
+        na <- which(is.na(values))
+        fix <- if (identical(key, batch)) paste0("x <- x[, !is.na(x$", key, ")]") else paste0("x <- x[, !is.na(", arg, ")]")
+        stop(arg, if (identical(key, batch)) paste0(" ('", key, "')"), " is NA for ", length(na), " cells: ",
+             .namedPositions(na - 1L, cells), "; give them a value or drop them, e.g. ", fix,
+             call. = FALSE)
     }
     list(key = key, values = if (is.factor(values)) droplevels(values) else factor(as.character(values)))
 }
 
-# A minimal AnnData (counts, cell names, gene names, batch column) for the model.
-.modelAnnData <- function(x, assay.type = "counts", batch = NULL, subset.row = NULL, batch_key = NULL) {
+# R code that drops the cells with no counts from `x` (the user's object).
+.dropEmptyCode <- function(x, assay.type) {
+    if (methods::is(x, "Seurat")) return("x <- subset(x, subset = nCount_RNA > 0)")
+    if (methods::is(x, "SummarizedExperiment")) {
+        return(sprintf('x <- x[, Matrix::colSums(assay(x, "%s")) > 0]', assay.type))
+    }
+    "x <- x[, Matrix::colSums(x) > 0]"
+}
+
+.describeCounts <- function(x, assay.type) {
+    if (methods::is(x, "Seurat")) return(sprintf("layer '%s'", assay.type))
+    if (methods::is(x, "SummarizedExperiment")) return(sprintf("assay '%s'", assay.type))
+    "the count matrix"
+}
+
+# A minimal AnnData (counts, cell names, gene names, batch column) for the model, with the context that
+# words errors about it in R terms (see .errorContext()). `arg`: the R argument that holds `batch`.
+.modelAnnData <- function(x, assay.type = "counts", batch = NULL, subset.row = NULL, batch_key = NULL,
+                          arg = "batch") {
     parts <- .countsOf(x, assay.type)
     counts <- parts$counts
     genes <- parts$genes
@@ -93,22 +116,36 @@
         counts <- counts[idx, , drop = FALSE]
         genes <- genes[idx]
     }
-    b <- .resolveBatch(x, batch, length(parts$cells), default_key = if (is.null(batch_key)) "batch" else batch_key)
+    b <- .resolveBatch(x, batch, parts$cells, default_key = if (is.null(batch_key)) "batch" else batch_key,
+                       arg = arg)
     if (is.null(b) && !is.null(batch_key)) {
         meta <- .cellMetadata(x)
         if (is.null(meta) || !batch_key %in% colnames(meta)) {
             stop("the model was trained with batch key '", batch_key, "': pass batch = (a column name or one value ",
                  "per cell)", call. = FALSE)
         }
-        b <- .resolveBatch(x, batch_key, length(parts$cells))
+        b <- .resolveBatch(x, batch_key, parts$cells, arg = arg)
     }
+    context <- .errorContext(parts$cells, genes, counts = .describeCounts(x, assay.type),
+                             drop_empty = .dropEmptyCode(x, assay.type),
+                             subset = length(genes) < length(parts$genes), args = c(batch_key = arg, labels_key = arg))
     obs <- .emptyFrame(length(parts$cells))
     if (!is.null(b)) obs[[b$key]] <- b$values
-    adata <- .handoff()$build_anndata(
+    adata <- .withPython(.handoff()$build_anndata(
         .countsToPython(counts), .frameToPandas(obs, parts$cells),
         .frameToPandas(.emptyFrame(length(genes)), genes)
-    )
-    list(adata = adata, batch_key = if (is.null(b)) NULL else b$key, cells = parts$cells, genes = genes)
+    ), context)
+    list(adata = adata, batch_key = if (is.null(b)) NULL else b$key, cells = parts$cells, genes = genes,
+         context = context)
+}
+
+# Refuse counts a model cannot train on (negative, non-finite, empty cells; non-integer unless allowed),
+# naming the problem in R terms.
+.checkCounts <- function(input, allow.non.integer = FALSE) {
+    .withPython(.pybridgeModule("pybridge.data.validation")$validate_counts(
+        input$adata$X, "X", allow_non_integer = allow.non.integer
+    ), input$context)
+    invisible(input)
 }
 
 .rowIndex <- function(subset.row, genes) {
@@ -123,12 +160,6 @@
     seq_along(genes)[subset.row]
 }
 
-.defaultModelDir <- function() {
-    file.path(tools::R_user_dir("pybridge", "data"), "models",
-              paste0("scvi-", format(Sys.time(), "%Y%m%d-%H%M%S"), "-",
-                     paste(sample(c(letters, 0:9), 6, TRUE), collapse = "")))
-}
-
 .settingsFromPython <- function(pymodel, train_args = list()) {
     reg <- pymodel$registry
     batch_key <- reticulate::py_to_r(reg$batch_key)
@@ -138,8 +169,17 @@
         genes = as.character(unlist(reticulate::py_to_r(reg$var_names))),
         model = reticulate::py_to_r(pymodel$`_init_params`),
         train = train_args,
-        history = lapply(reticulate::py_to_r(pymodel$history), unlist)
+        history = .historyForR(reticulate::py_to_r(pymodel$history))
     )
+}
+
+# Per-epoch training history with names that say what the numbers are: Python's `elbo_train` and
+# `elbo_validation` (scvi-tools' names) hold the loss, the negative ELBO per cell, and become `loss_train`
+# and `loss_validation`.
+.historyForR <- function(history) {
+    h <- lapply(history, unlist)
+    names(h) <- sub("^elbo_", "loss_", names(h))
+    h
 }
 
 .cacheModel <- function(path, pymodel) {
@@ -160,7 +200,7 @@
     }
     hit <- .pb$models[[path]]
     if (!is.null(hit) && identical(hit$stamp, file.mtime(weights))) return(hit$model)
-    pymodel <- .pybridgeModule()$SCVI$load(path)
+    pymodel <- .withPython(.pybridgeModule()$SCVI$load(path))
     .cacheModel(path, pymodel)
     pymodel
 }
@@ -170,20 +210,34 @@
 #' Trains scVI on the counts of `x` and saves the model to `path`. Returns a
 #' handle ([SCVIModel-class]) that holds only the directory and settings, so
 #' it can be saved with `saveRDS()` and used in another R session.
+#' `trainSCVI()` trains on exactly the genes it is given: all of them unless
+#' `subset.row` says otherwise (unlike [runSCVI()], which picks `ntop`
+#' variable genes by default).
+#'
+#' Training reports its progress with [message()] (a line every tenth of
+#' `max_epochs`, with the loss, i.e. the negative ELBO per cell), which
+#' `suppressMessages()`, knitr and [sink()] see; `progress = FALSE` silences
+#' it. Python's warnings arrive as R warnings, and errors about the data name
+#' the cells and genes as R knows them (1-based positions).
 #'
 #' @param x A SingleCellExperiment, SummarizedExperiment, Seurat object, or a
 #'   genes x cells matrix / dgCMatrix / DelayedMatrix of raw counts.
 #' @param assay.type Assay holding raw counts (Seurat: the layer).
 #' @param batch `NULL`, the name of a cell-metadata column, or one value per cell.
 #' @param subset.row Genes to use (names, indices or logical).
-#' @param path Directory for the saved model (default: a new directory under
-#'   `tools::R_user_dir("pybridge", "data")`).
+#' @param path Directory for the saved model. `NULL` (the default): a new
+#'   folder under `getOption("pybridge.model.dir")` (see [listSCVI()] for
+#'   where that is and how to list and remove what accumulates there), with
+#'   a message saying where.
+#' @param allow.non.integer Accept non-integer values (e.g. expected counts
+#'   from salmon or RSEM)? By default they are refused, since scVI models raw
+#'   counts.
 #' @param ... Model arguments (`n_latent`, `n_hidden`, `n_layers`,
 #'   `dropout_rate`, `dispersion`, `gene_likelihood`, ...) and training
 #'   arguments (`max_epochs`, `batch_size`, `lr`, `seed`, `early_stopping`,
-#'   ...), named as in Python's `pybridge.SCVI` and `SCVI.train`.
+#'   `progress`, ...), named as in Python's `pybridge.SCVI` and `SCVI.train`.
 #' @return An `SCVIModel`.
-#' @seealso [runSCVI()], [scviLatent()], [saveSCVI()], [loadSCVI()]
+#' @seealso [runSCVI()], [scviLatent()], [saveSCVI()], [loadSCVI()], [listSCVI()]
 #' @export
 #' @examples
 #' if (pybridgeAvailable()) {
@@ -191,22 +245,35 @@
 #'     model <- trainSCVI(counts, n_latent = 2, max_epochs = 2, path = tempfile())
 #'     dim(scviLatent(model, counts))
 #' }
-trainSCVI <- function(x, assay.type = "counts", batch = NULL, subset.row = NULL, path = NULL, ...) {
+trainSCVI <- function(x, assay.type = "counts", batch = NULL, subset.row = NULL, path = NULL,
+                      allow.non.integer = FALSE, ...) {
     args <- .splitArgs(list(...))
     input <- .modelAnnData(x, assay.type = assay.type, batch = batch, subset.row = subset.row)
-    .train(input, path, args)
+    .train(input, path, args, allow.non.integer)
 }
 
-.train <- function(input, path, args) {
+# Train on `input` (from .modelAnnData()) and save to `path` (NULL: the default folder, announced).
+.train <- function(input, path, args, allow.non.integer = FALSE) {
+    if (!isTRUE(allow.non.integer) && !isFALSE(allow.non.integer)) {
+        stop("allow.non.integer must be TRUE or FALSE, got ", deparse(allow.non.integer), call. = FALSE)
+    }
+    .checkCounts(input, allow.non.integer)
     pb <- .pybridgeModule()
-    pb$SCVI$setup_anndata(input$adata, batch_key = input$batch_key)
-    pymodel <- do.call(pb$SCVI, c(list(input$adata), args$model))
-    do.call(pymodel$train, args$train)
-    if (is.null(path)) path <- .defaultModelDir()
+    fit_args <- args$train
+    fit_args$progress <- .progressReporter(if (is.null(fit_args$progress)) TRUE else fit_args$progress, "scVI")
+    pymodel <- .withPython({
+        pb$SCVI$setup_anndata(input$adata, batch_key = input$batch_key, allow_non_integer = allow.non.integer)
+        m <- do.call(pb$SCVI, c(list(input$adata), args$model))
+        do.call(m$train, fit_args)
+        m
+    }, input$context)
+    announce <- is.null(path)
+    if (announce) path <- .defaultModelDir()
     dir.create(dirname(path), recursive = TRUE, showWarnings = FALSE)
-    pymodel$save(path.expand(path), overwrite = TRUE)
+    .withPython(pymodel$save(path.expand(path), overwrite = TRUE))
     path <- normalizePath(path)
     .cacheModel(path, pymodel)
+    if (announce) .announceSaved(path)
     methods::new("SCVIModel", path = path, settings = .settingsFromPython(pymodel, args$train))
 }
 
@@ -258,7 +325,7 @@ loadSCVI <- function(dir) {
     if (!file.exists(file.path(dir, "model.json")) || !file.exists(file.path(dir, "model.safetensors"))) {
         stop("'", dir, "' is not a saved pybridge model (needs model.json and model.safetensors)", call. = FALSE)
     }
-    pymodel <- .pybridgeModule()$SCVI$load(dir)
+    pymodel <- .withPython(.pybridgeModule()$SCVI$load(dir))
     .cacheModel(dir, pymodel)
     methods::new("SCVIModel", path = dir, settings = .settingsFromPython(pymodel))
 }
@@ -279,12 +346,44 @@ loadSCVI <- function(dir) {
 
 # ---------------------------------------------------------------- runSCVI / calculateSCVI
 
-.calculate <- function(x, assay.type, batch, subset.row, path, ...) {
-    model <- trainSCVI(x, assay.type = assay.type, batch = batch, subset.row = subset.row, path = path, ...)
-    z <- reticulate::py_to_r(.pyModel(model)$get_latent_representation())  # the training data, still cached
+.calculate <- function(x, assay.type, batch, subset.row, ntop, path, allow.non.integer, ...) {
+    if (is.null(subset.row)) subset.row <- .topVariableGenes(.countsOf(x, assay.type)$counts, ntop)
+    model <- trainSCVI(x, assay.type = assay.type, batch = batch, subset.row = subset.row, path = path,
+                       allow.non.integer = allow.non.integer, ...)
+    z <- .withPython(reticulate::py_to_r(.pyModel(model)$get_latent_representation()))  # the training data, cached
     dimnames(z) <- list(.countsOf(x, assay.type)$cells, paste0("scVI_", seq_len(ncol(z))))
     attr(z, "model") <- model
     z
+}
+
+# Positions (in their original order) of the `ntop` genes with the largest variance of log-normalised
+# counts (log1p of counts scaled by each cell's total / the mean total); NULL (all genes) when there are
+# no more than `ntop` genes.
+.topVariableGenes <- function(counts, ntop) {
+    if (!is.numeric(ntop) || length(ntop) != 1L || is.na(ntop) || ntop < 1 || ntop != round(ntop)) {
+        stop("ntop must be a single whole number >= 1 (or Inf for all genes), got ", deparse(ntop), call. = FALSE)
+    }
+    if (ntop >= nrow(counts)) return(NULL)
+    v <- .logNormRowVars(counts)
+    sort(order(v, decreasing = TRUE)[seq_len(ntop)])
+}
+
+.logNormRowVars <- function(counts) {
+    if (methods::is(counts, "Matrix")) counts <- methods::as(methods::as(counts, "CsparseMatrix"), "generalMatrix")
+    lib <- Matrix::colSums(counts)
+    scale <- lib / mean(lib)
+    scale[scale <= 0] <- 1  # empty cells stay all zero (and are refused, with their names, before training)
+    if (methods::is(counts, "dgCMatrix")) {
+        y <- counts
+        y@x <- log1p(y@x / rep.int(scale, diff(y@p)))
+    } else if (is.matrix(counts)) {
+        y <- log1p(sweep(counts, 2L, scale, "/"))
+    } else {
+        y <- log1p(DelayedArray::sweep(counts, 2L, scale, "/"))
+    }
+    n <- ncol(y)
+    mu <- Matrix::rowMeans(y)
+    (Matrix::rowMeans(y * y) - mu * mu) * n / max(n - 1, 1)
 }
 
 #' scVI latent representation for SingleCellExperiment objects
@@ -295,12 +394,24 @@ loadSCVI <- function(dir) {
 #' model handle in `metadata(x)$pybridge[[name]]`; nothing else in `x`
 #' changes.
 #'
+#' @section Gene selection:
+#' As scater's `runPCA()`, these train on the `ntop` genes (default 2,000)
+#' with the largest variance of log-normalised counts (`log1p` of the
+#' counts scaled by each cell's total over the mean total), computed from
+#' the raw counts in one pass; `subset.row` chooses the genes instead, and `ntop = Inf` keeps
+#' them all. Training time grows with the number of genes. To train on
+#' exactly the genes you pass, use [trainSCVI()].
+#'
 #' @param x A genes x cells count matrix (matrix, dgCMatrix, DelayedMatrix), a
 #'   SummarizedExperiment or a SingleCellExperiment.
 #' @param assay.type Assay holding raw counts.
 #' @param batch `NULL`, a colData column name, or one value per cell.
-#' @param subset.row Genes to use (names, indices or logical).
+#' @param subset.row Genes to use (names, indices or logical); overrides
+#'   `ntop`.
+#' @param ntop Number of most variable genes to train on when `subset.row`
+#'   is `NULL` (see Gene selection).
 #' @param path Where to save the model (see [trainSCVI()]).
+#' @param allow.non.integer Accept non-integer counts (see [trainSCVI()]).
 #' @param name reducedDim name.
 #' @param ... Model and training arguments, as for [trainSCVI()].
 #' @return `calculateSCVI()`: a matrix; `runSCVI()`: `x` with the reducedDim added.
@@ -311,25 +422,32 @@ loadSCVI <- function(dir) {
 #' if (pybridgeAvailable()) {
 #'     counts <- matrix(rpois(2000, 2), 50, 40, dimnames = list(paste0("g", 1:50), paste0("c", 1:40)))
 #'     sce <- SingleCellExperiment::SingleCellExperiment(list(counts = counts))
-#'     sce <- runSCVI(sce, n_latent = 2, max_epochs = 2, path = tempfile())
+#'     sce <- runSCVI(sce, ntop = 30, n_latent = 2, max_epochs = 2, path = tempfile())
 #'     dim(SingleCellExperiment::reducedDim(sce, "scVI"))
+#'     length(metadata(sce)$pybridge$scVI@settings$genes)  # 30
 #' }
-setMethod("calculateSCVI", "ANY", function(x, ..., batch = NULL, subset.row = NULL, path = NULL) {
-    .calculate(x, assay.type = "counts", batch = batch, subset.row = subset.row, path = path, ...)
+setMethod("calculateSCVI", "ANY", function(x, ..., batch = NULL, subset.row = NULL, ntop = 2000, path = NULL,
+                                           allow.non.integer = FALSE) {
+    .calculate(x, assay.type = "counts", batch = batch, subset.row = subset.row, ntop = ntop, path = path,
+               allow.non.integer = allow.non.integer, ...)
 })
 
 #' @rdname runSCVI
 #' @export
 setMethod("calculateSCVI", "SummarizedExperiment",
-          function(x, ..., assay.type = "counts", batch = NULL, subset.row = NULL, path = NULL) {
-    .calculate(x, assay.type = assay.type, batch = batch, subset.row = subset.row, path = path, ...)
+          function(x, ..., assay.type = "counts", batch = NULL, subset.row = NULL, ntop = 2000, path = NULL,
+                   allow.non.integer = FALSE) {
+    .calculate(x, assay.type = assay.type, batch = batch, subset.row = subset.row, ntop = ntop, path = path,
+               allow.non.integer = allow.non.integer, ...)
 })
 
 #' @rdname runSCVI
 #' @export
 setMethod("runSCVI", "SingleCellExperiment",
-          function(x, ..., assay.type = "counts", batch = NULL, subset.row = NULL, path = NULL, name = "scVI") {
-    z <- calculateSCVI(x, ..., assay.type = assay.type, batch = batch, subset.row = subset.row, path = path)
+          function(x, ..., assay.type = "counts", batch = NULL, subset.row = NULL, ntop = 2000, path = NULL,
+                   allow.non.integer = FALSE, name = "scVI") {
+    z <- calculateSCVI(x, ..., assay.type = assay.type, batch = batch, subset.row = subset.row, ntop = ntop,
+                       path = path, allow.non.integer = allow.non.integer)
     model <- attr(z, "model")
     attr(z, "model") <- NULL
     SingleCellExperiment::reducedDim(x, name) <- z

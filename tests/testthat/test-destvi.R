@@ -10,8 +10,15 @@ test_that("runDestVI stores proportions and states in altExp 'DestVI' and change
     spots <- SingleCellExperiment::SingleCellExperiment(list(counts = methods::as(spot_counts, "dgCMatrix")))
     spots$region <- rep(c("a", "b"), 10)
     before <- spots
-    out <- runDestVI(spots, sce, labels = "cell_type", sc_max_epochs = 5, st_max_epochs = 5, n_latent = 3,
-                     accelerator = "cpu")
+    warned <- character()
+    out <- withCallingHandlers(
+        runDestVI(spots, sce, labels = "cell_type", sc_max_epochs = 5, st_max_epochs = 5, n_latent = 3,
+                  accelerator = "cpu", progress = FALSE),
+        warning = function(w) {
+            warned <<- c(warned, conditionMessage(w))
+            invokeRestart("muffleWarning")
+        })
+    expect_true(any(grepl("with fewer than 50 spots the proportions are unreliable", warned)))  # R warnings
     se <- SingleCellExperiment::altExp(out, "DestVI")
     props <- SummarizedExperiment::assay(se, "proportions")
     types <- sort(unique(as.character(sce$cell_type)))
@@ -38,7 +45,9 @@ test_that("runDestVI on Seurat spots adds an Assay 'DestVI'", {
     sce <- cortex_sce(200L, 100L)
     counts <- SummarizedExperiment::assay(sce, "counts")
     spots <- SeuratObject::CreateSeuratObject(counts = counts[, 1:15])
-    out <- runDestVI(spots, sce, sc_max_epochs = 3, st_max_epochs = 3, n_latent = 2, accelerator = "cpu")
+    # 15 spots and a rare cell type: the data are too small for DestVI, which warns (tested above)
+    out <- suppressWarnings(runDestVI(spots, sce, sc_max_epochs = 3, st_max_epochs = 3, n_latent = 2,
+                                      accelerator = "cpu", progress = FALSE))
     expect_true("DestVI" %in% SeuratObject::Assays(out))
     props <- as.matrix(SeuratObject::GetAssayData(out, slot = "data", assay = "DestVI"))
     expect_identical(ncol(props), 15L)

@@ -15,7 +15,8 @@ test_that("runSCVI adds reducedDim 'scVI' on real counts and changes nothing els
     expect_s4_class(model, "SCVIModel")
     expect_identical(model@path, normalizePath(dir))
     expect_identical(model@settings$batch_key, "cell_type")
-    expect_length(model@settings$history$elbo_train, 3L)
+    expect_length(model@settings$history$loss_train, 3L)
+    expect_true(all(model@settings$history$loss_train > 0))  # the negative ELBO, a loss
     # the stored latent is what the model gives on the same data
     expect_equal(scviLatent(model, sce), z, tolerance = 1e-6)
     # calculateSCVI on a plain dgCMatrix with a batch vector and a gene subset
@@ -105,11 +106,45 @@ test_that("bad input gets clear errors", {
     expect_error(trainSCVI(sce, batch = "nope"), "not a column of the cell metadata")
     b <- as.character(sce$cell_type)
     b[3] <- NA
-    expect_error(trainSCVI(sce, batch = b), "batch has NA for 1 cells")
+    expect_error(trainSCVI(sce, batch = b), sprintf("batch is NA for 1 cells: '%s' \\(column 3\\)", colnames(sce)[3]))
     expect_error(trainSCVI(sce, assay.type = "logcounts"), "assay 'logcounts' not found")
-    model <- trainSCVI(sce, n_latent = 2, n_hidden = 8, max_epochs = 1, path = tempfile())
+    model <- trainSCVI(sce, n_latent = 2, n_hidden = 8, max_epochs = 1, batch_size = 32, path = tempfile())
     expect_error(scviLatent(model, sce[1:30, ]), "lack 10 of the model's 40 genes")
     gone <- methods::new("SCVIModel", path = tempfile(), settings = model@settings)
     expect_error(scviLatent(gone, sce), "no longer holds a model")
     expect_error(loadSCVI(tempdir()), "not a saved pybridge model")
+})
+
+test_that("runSCVI trains on the ntop most variable genes unless subset.row says otherwise", {
+    skip_if_no_python()
+    skip_if_not_installed("scuttle")
+    sce <- cortex_sce(150L, 120L)
+    out <- runSCVI(sce, ntop = 30, n_latent = 2, n_hidden = 8, max_epochs = 1, progress = FALSE, path = tempfile())
+    # the same ranking as the variance of scuttle's log-normalised counts (log2 vs log1p: the same order)
+    v <- apply(SummarizedExperiment::assay(scuttle::logNormCounts(sce), "logcounts"), 1, stats::var)
+    expect_identical(S4Vectors::metadata(out)$pybridge$scVI@settings$genes,
+                     rownames(sce)[sort(order(v, decreasing = TRUE)[1:30])])
+    chosen <- rownames(sce)[c(3, 1, 7)]
+    z <- calculateSCVI(sce, subset.row = chosen, ntop = 30, n_latent = 2, n_hidden = 8, max_epochs = 1,
+                       progress = FALSE, path = tempfile())
+    expect_identical(attr(z, "model")@settings$genes, chosen)
+    all_genes <- calculateSCVI(sce, ntop = Inf, n_latent = 2, n_hidden = 8, max_epochs = 1, progress = FALSE,
+                               path = tempfile())
+    expect_identical(attr(all_genes, "model")@settings$genes, rownames(sce))
+    model <- trainSCVI(sce, n_latent = 2, n_hidden = 8, max_epochs = 1, progress = FALSE, path = tempfile())
+    expect_identical(model@settings$genes, rownames(sce))  # trainSCVI: all genes
+    expect_error(runSCVI(sce, ntop = 0), "ntop must be a single whole number")
+})
+
+test_that("show() reports the training loss as the negative ELBO", {
+    skip_if_no_python()
+    sce <- cortex_sce(60L, 40L)
+    model <- trainSCVI(sce, n_latent = 2, n_hidden = 8, max_epochs = 2, batch_size = 32, progress = FALSE,
+                       path = tempfile())
+    shown <- utils::capture.output(show(model))
+    loss <- utils::tail(model@settings$history$loss_train, 1)
+    expect_match(shown, sprintf("final training loss \\(negative ELBO per cell\\) %s$", format(loss, digits = 6)),
+                 all = FALSE)
+    elbo <- reticulate::py_to_r(.pyModel(model)$get_elbo())
+    expect_lt(elbo, 0)  # Python's get_elbo() is the ELBO itself, the history its negative
 })

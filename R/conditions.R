@@ -1,0 +1,138 @@
+# Conditions across the R -> Python boundary: every call into Python that can meet bad input goes through
+# .withPython(), which words pybridge's structured errors (pybridge.errors.PybridgeError: kind + details) for
+# R users and re-raises Python's warnings as R warnings. Training progress reaches R as message()s.
+
+# Evaluate `expr` (R code that calls into Python). `context` describes the data in R terms (see
+# .errorContext()); errors about data are worded with it.
+.withPython <- function(expr, context = NULL) {
+    recorder <- .pybridgeModule("pybridge.errors")$WarningRecorder()
+    recorder$start()
+    on.exit(.raiseWarnings(recorder$stop()), add = TRUE)
+    tryCatch(expr, error = function(e) .rethrow(e, context))
+}
+
+# What an error message needs to speak of the data in R terms: cell and gene names, what the counts are
+# (`counts`, e.g. "assay 'counts'"), R code that drops empty cells, whether genes were subset, and the R
+# argument behind each Python argument (`args`, e.g. c(batch_key = "labels")).
+.errorContext <- function(cells, genes, counts = "the counts", drop_empty = NULL, subset = FALSE,
+                          args = c(batch_key = "batch")) {
+    list(cells = cells, genes = genes, counts = counts, drop_empty = drop_empty, subset = subset, args = args)
+}
+
+.raiseWarnings <- function(recorded) {
+    for (w in reticulate::py_to_r(recorded)) {
+        cond <- structure(class = c("pybridgeWarning", "warning", "condition"),
+                          list(message = w$message, call = NULL))
+        warning(cond)
+    }
+}
+
+# The Python exception behind an R error, or NULL (an R error, or reticulate could not say).
+.pythonException <- function(e) {
+    if (inherits(e, "python.builtin.BaseException")) return(e)  # reticulate >= 1.29: the condition is the exception
+    last <- tryCatch(reticulate::py_last_error(), error = function(err) NULL)
+    ex <- if (is.null(last)) NULL else attr(last, "exception")
+    if (is.null(ex) || !grepl(as.character(reticulate::py_str(ex)), conditionMessage(e), fixed = TRUE)) return(NULL)
+    ex
+}
+
+.pyField <- function(ex, name) reticulate::py_to_r(reticulate::py_get_attr(ex, name))
+
+# A value Python handed to R, as an R value (modules imported with convert = FALSE pass Python objects).
+.fromPython <- function(v) if (inherits(v, "python.builtin.object")) reticulate::py_to_r(v) else v
+
+.rethrow <- function(e, context) {
+    ex <- .pythonException(e)
+    errors <- .pybridgeModule("pybridge.errors")
+    if (is.null(ex) || !reticulate::import_builtins()$isinstance(ex, errors$PybridgeError)) stop(e)
+    kind <- .pyField(ex, "kind")
+    details <- .pyField(ex, "details")
+    message <- if (is.null(kind) || is.null(context)) NULL else .rMessage(kind, details, context)
+    if (is.null(message)) message <- as.character(reticulate::py_str(ex))
+    stop(structure(class = c(paste0("pybridge_", if (is.null(kind)) "error" else kind), "pybridgeError",
+                             "error", "condition"),
+                   list(message = message, call = NULL, kind = kind, details = details)))
+}
+
+.rMessage <- function(kind, details, context) {
+    if (kind %in% c("empty_cells", "missing_values") && is.null(context$cells)) return(NULL)
+    switch(kind,
+           empty_cells = .emptyCellsMessage(details, context),
+           non_integer = .nonIntegerMessage(details, context),
+           missing_values = .missingValuesMessage(details, context),
+           duplicate_genes = .duplicateGenesMessage(details),
+           NULL)
+}
+
+# "'c4' (column 4), 'c9' (column 9) and 3 more": cell names and 1-based positions from 0-based ones.
+.namedPositions <- function(positions0, names, max = 5L) {
+    pos <- as.integer(unlist(positions0)) + 1L
+    shown <- utils::head(pos, max)
+    out <- paste(sprintf("'%s' (column %d)", names[shown], shown), collapse = ", ")
+    if (length(pos) > max) out <- paste0(out, " and ", length(pos) - max, " more")
+    out
+}
+
+.emptyCellsMessage <- function(details, context) {
+    where <- if (isTRUE(context$subset)) {
+        paste0(" over the ", length(context$genes), " genes used (see ntop / subset.row)")
+    } else ""
+    paste0(details$n, " cells have no counts in ", context$counts, where, ": ",
+           .namedPositions(details$positions, context$cells),
+           ". scVI needs at least one count per cell; drop them first",
+           if (!is.null(context$drop_empty)) paste0(", e.g. ", context$drop_empty) else "",
+           if (isTRUE(context$subset)) ", or use more genes" else "")
+}
+
+.nonIntegerMessage <- function(details, context) {
+    paste0(context$counts, " has ", details$n, " non-integer value", if (details$n != 1L) "s", " (e.g. ", format(details$example),
+           "); scVI models raw counts: pass the assay of raw counts (assay.type = ...), or set ",
+           "allow.non.integer = TRUE for data such as expected counts")
+}
+
+.missingValuesMessage <- function(details, context) {
+    arg <- context$args[[details$role]]
+    if (is.null(arg)) arg <- details$role
+    paste0(arg, " ('", details$key, "') is NA for ", details$n, " cells: ",
+           .namedPositions(details$positions, context$cells),
+           "; give them a value or drop them, e.g. x <- x[, !is.na(x$", details$key, ")]")
+}
+
+.duplicateGenesMessage <- function(details) {
+    dups <- paste(sQuote(utils::head(unlist(details$names), 5L), FALSE), collapse = ", ")
+    if (identical(details$of, "the model's genes")) {
+        return(paste0("the model was trained on duplicated gene names (", dups, "), so its genes cannot be ",
+                      "chosen or matched by name; train it on data with unique rownames, e.g. after ",
+                      "rownames(x) <- make.unique(rownames(x))"))
+    }
+    paste0("the data have duplicated gene names (", dups, "), so their genes cannot be matched to the model's ",
+           "by name; make the rownames unique as the model's were made, e.g. rownames(x) <- make.unique(rownames(x)) ",
+           "or, for a SingleCellExperiment with gene IDs, rownames(sce) <- ",
+           "scuttle::uniquifyFeatureNames(rowData(sce)$ID, rownames(sce))")
+}
+
+# ---------------------------------------------------------------- progress
+
+# The `progress` training argument as Python gets it: FALSE, or a function Python calls after each epoch,
+# which reports every `ceiling(max_epochs / 10)` epochs (and the last) with message(), so Rscript, knitr
+# and sink() all see it.
+.progressReporter <- function(progress = TRUE, label = "training") {
+    if (!isTRUE(progress) && !isFALSE(progress)) {
+        stop("progress must be TRUE or FALSE, got ", deparse(progress), call. = FALSE)
+    }
+    if (!progress) return(FALSE)
+    started <- NULL
+    function(epoch, max_epochs, record) {
+        epoch <- .fromPython(epoch)
+        max_epochs <- .fromPython(max_epochs)
+        record <- .fromPython(record)
+        if (epoch == 1L) started <<- Sys.time()
+        every <- max(1L, ceiling(max_epochs / 10))
+        if (epoch %% every != 0L && epoch != max_epochs && epoch != 1L) return(invisible(NULL))
+        val <- record[["elbo_validation"]]
+        message(sprintf("%s: epoch %d/%d, loss (negative ELBO per cell) %.1f%s, %.0f s", label, epoch, max_epochs,
+                        record[["elbo_train"]], if (is.null(val)) "" else sprintf(", validation %.1f", val),
+                        as.numeric(difftime(Sys.time(), started, units = "secs"))))
+        invisible(NULL)
+    }
+}
