@@ -124,6 +124,11 @@ setMethod("minifySCVI", "ANY", function(model, x, assay.type = "counts", batch =
     stop("minifySCVI() needs a SingleCellExperiment, got '", class(x)[1], "'", call. = FALSE)
 })
 
+# The digest of the model's weights that minified data record (metadata(x)$pybridge$minified_by).
+.modelFingerprint <- function(model) {
+    reticulate::py_to_r(.pybridgeModule("pybridge.data.minified")$module_fingerprint(.pyModel(model)$module))
+}
+
 # The minified AnnData for a minified SingleCellExperiment.
 .minifiedAnnData <- function(model, x, batch) {
     for (key in c("scvi_latent_qzm", "scvi_latent_qzv")) {
@@ -131,19 +136,16 @@ setMethod("minifySCVI", "ANY", function(model, x, assay.type = "counts", batch =
             stop("the minified data lack reducedDim '", key, "'; minify again with minifySCVI()", call. = FALSE)
         }
     }
-    by <- S4Vectors::metadata(x)$pybridge$minified_by
-    fingerprint <- function() {
-        reticulate::py_to_r(.pybridgeModule("pybridge.data.minified")$module_fingerprint(.pyModel(model)$module))
-    }
-    if (!is.null(by) && !identical(by, fingerprint())) {
-        stop("x was minified by another model (or by this one before further training): its stored latent ",
-             "posteriors are not this model's. Pass the model that minified x, or minify the counts again with ",
-             "this model: minifySCVI(model, sce)", call. = FALSE)
-    }
     for (key in c("observed_lib_size", "pybridge_log_normalizer")) {
         if (!key %in% colnames(SummarizedExperiment::colData(x))) {
             stop("the minified data lack colData column '", key, "'; minify again with minifySCVI()", call. = FALSE)
         }
+    }
+    by <- S4Vectors::metadata(x)$pybridge$minified_by
+    if (!is.null(by) && !identical(by, .modelFingerprint(model))) {
+        stop("x was minified by another model (or by this one before further training): its stored latent ",
+             "posteriors are not this model's. Pass the model that minified x, or minify the counts again with ",
+             "this model: minifySCVI(model, sce)", call. = FALSE)
     }
     obs <- .emptyFrame(ncol(x))
     b <- .resolveBatch(x, if (is.null(batch)) model@settings$batch_key else batch, ncol(x),
