@@ -28,8 +28,8 @@ splitCounts <- function(x, fraction = 0.5, seed = 0, assay.type = "counts") {
         stop("fraction must be a single number in (0, 1), got ", deparse(fraction), call. = FALSE)
     }
     parts <- .countsOf(x, assay.type)
-    folds <- .pybridgeModule("pybridge.diagnostics.countsplit")$count_split(
-        .countsToPython(parts$counts), fraction, NULL, as.integer(seed))
+    folds <- .withPython(.pybridgeModule("pybridge.diagnostics.countsplit")$count_split(
+        .countsToPython(parts$counts), fraction, NULL, as.integer(seed)))
     h <- .handoff()
     for (k in 1:2) {
         m <- .dgcFromSlots(h$csr_to_dgc_slots(reticulate::py_get_item(folds, k - 1L)), rownames(x), colnames(x))
@@ -78,9 +78,9 @@ scviDiagnostics <- function(model, x, out.dir = tempfile("pybridge-report-"), tr
     dir.create(out.dir, recursive = TRUE, showWarnings = FALSE)
     model.dir <- .layerModelDir(model, train.layer)
     on.exit(if (model.dir != model@path) unlink(model.dir, recursive = TRUE), add = TRUE)
-    .pybridgeModule("pybridge.diagnostics.report")$build_report(
+    .withPython(.pybridgeModule("pybridge.diagnostics.report")$build_report(
         model.dir, h5ad, normalizePath(out.dir), train_layer = train.layer, test_layer = test.layer,
-        accelerator = "cpu", seed = as.integer(seed), ...)
+        accelerator = "cpu", seed = as.integer(seed), ...), input$context)
     json <- reticulate::import("json", convert = FALSE)
     path <- file.path(normalizePath(out.dir), "metrics.json")
     metrics <- reticulate::py_to_r(json$loads(paste(readLines(path, warn = FALSE, encoding = "UTF-8"),
@@ -197,7 +197,7 @@ setMethod("scviDifferentialExpression", "ANY", .differentialExpressionMethod)
         if (!is.null(group1)) args$group1 <- reticulate::r_to_py(as.list(as.character(group1)))
         if (!is.null(group2)) args$group2 <- as.character(group2)
     }
-    df <- do.call(.pyModel(model)$differential_expression, c(args, extra))
+    df <- .withPython(do.call(.pyModel(model)$differential_expression, c(args, extra)), input$context)
     out <- reticulate::py_to_r(df$rename_axis("gene")$reset_index())
     rownames(out) <- NULL
     out

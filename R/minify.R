@@ -97,7 +97,7 @@ NULL
 setMethod("minifySCVI", "SingleCellExperiment", function(model, x, assay.type = "counts", batch = NULL) {
     if (.isMinified(x)) stop("x is already minified", call. = FALSE)
     input <- .modelInput(model, x, assay.type, batch)
-    mini <- .pyModel(model)$minify(input$adata)
+    mini <- .withPython(.pyModel(model)$minify(input$adata), input$context)
     obsm <- function(key) {
         m <- reticulate::py_to_r(reticulate::py_get_item(mini$obsm, key))
         m <- matrix(as.double(m), nrow = nrow(m))
@@ -167,8 +167,9 @@ setMethod("minifySCVI", "ANY", function(model, x, assay.type = "counts", batch =
         stop(length(missing), " of the genes are not in the model (e.g. '", missing[1], "')", call. = FALSE)
     }
     input <- .outputInput(model, x, assay.type, batch)
-    out <- .pyModel(model)$decode(adata = input$adata, genes = reticulate::r_to_py(as.list(genes)),
-                                 library_size = library.size, n_latent = NULL, chunk_size = 8192L)
+    out <- .withPython(.pyModel(model)$decode(adata = input$adata, genes = reticulate::r_to_py(as.list(genes)),
+                                             library_size = library.size, n_latent = NULL, chunk_size = 8192L),
+                       input$context)
     out <- t(reticulate::py_to_r(out))
     storage.mode(out) <- "double"
     dimnames(out) <- list(genes, input$cells)

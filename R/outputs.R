@@ -33,7 +33,8 @@
 #' }
 scviLatent <- function(model, x, assay.type = "counts", batch = NULL, give.mean = TRUE) {
     input <- .outputInput(model, x, assay.type, batch)
-    z <- reticulate::py_to_r(.pyModel(model)$get_latent_representation(input$adata, give_mean = give.mean))
+    z <- .withPython(.pyModel(model)$get_latent_representation(input$adata, give_mean = give.mean), input$context)
+    z <- reticulate::py_to_r(z)
     dimnames(z) <- list(input$cells, paste0("scVI_", seq_len(ncol(z))))
     z
 }
@@ -60,11 +61,11 @@ scviNormalized <- function(model, x, genes = NULL, library.size = 1, assay.type 
     pymodel <- .pyModel(model)
     for (start in seq.int(1L, n, by = chunk.size)) {
         idx <- start:min(n, start + chunk.size - 1L)
-        chunk <- pymodel$get_normalized_expression(
+        chunk <- .withPython(pymodel$get_normalized_expression(
             input$adata, indices = .arr(idx - 1L), gene_list = reticulate::r_to_py(as.list(genes)),
             library_size = library.size, n_samples = as.integer(n.samples), return_mean = TRUE,
             return_numpy = TRUE, transform_batch = transform.batch
-        )
+        ), input$context)
         out[, idx] <- t(reticulate::py_to_r(chunk))
     }
     out
@@ -76,8 +77,8 @@ scviPosteriorSample <- function(model, x, n.samples = 1, genes = NULL, assay.typ
     input <- .outputInput(model, x, assay.type, batch)
     if (is.null(genes)) genes <- model@settings$genes
     gene_list <- reticulate::r_to_py(as.list(genes))
-    y <- .pyModel(model)$posterior_predictive_sample(input$adata, n_samples = as.integer(n.samples),
-                                                      gene_list = gene_list)
+    y <- .withPython(.pyModel(model)$posterior_predictive_sample(input$adata, n_samples = as.integer(n.samples),
+                                                                  gene_list = gene_list), input$context)
     if (n.samples == 1) {
         return(.dgcFromSlots(.handoff()$csr_to_dgc_slots(y), genes, input$cells))
     }
