@@ -22,6 +22,7 @@ demo: venv
 	$(VPY) -m pybridge.demo --output demo_output
 
 include mk/r.mk
+include mk/install.mk
 r-deps: venv
 
 # Python tests run after the R set-up so that the rpy2 bridge tests run instead of skipping: the .rds
@@ -34,7 +35,7 @@ lint: venv
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check pybridge tests bench --exclude bench/.venv-scvi
 
-test: lint test-python r-test r-check
+test: lint test-python r-test r-check install-test
 
 clean:
 	rm -rf demo_output .pytest_cache build *.egg-info
