@@ -99,8 +99,8 @@ test_that("Seurat -> AnnData -> Seurat keeps counts, meta.data and embeddings", 
     ad <- toAnnData(obj)
     expect_equal(reticulate::py_to_r(ad$shape), list(80L, 230L))
     back <- fromAnnData(ad, kind = "seurat")
-    expect_identical(SeuratObject::GetAssayData(back, slot = "counts"), SeuratObject::GetAssayData(obj, slot = "counts"))
-    expect_identical(SeuratObject::GetAssayData(back, slot = "data"), SeuratObject::GetAssayData(obj, slot = "data"))
+    expect_identical(seurat_layer(back, "counts"), seurat_layer(obj, "counts"))
+    expect_identical(seurat_layer(back, "data"), seurat_layer(obj, "data"))
     expect_identical(back[[]][, colnames(obj[[]])], obj[[]])
     for (r in c("pca", "tsne")) {
         expect_identical(SeuratObject::Embeddings(back, r), SeuratObject::Embeddings(obj, r))
@@ -143,11 +143,27 @@ test_that("objects -> parts -> objects is exact for SingleCellExperiment and Seu
     skip_if_not_installed("SeuratObject")
     obj <- SeuratObject::pbmc_small
     back <- pybridge:::.objectFromParts(pybridge:::.objectToParts(obj), "seurat")
-    expect_identical(SeuratObject::GetAssayData(back, slot = "counts"), SeuratObject::GetAssayData(obj, slot = "counts"))
-    expect_identical(SeuratObject::GetAssayData(back, slot = "data"), SeuratObject::GetAssayData(obj, slot = "data"))
+    expect_identical(seurat_layer(back, "counts"), seurat_layer(obj, "counts"))
+    expect_identical(seurat_layer(back, "data"), seurat_layer(obj, "data"))
     expect_identical(back[[]][, colnames(obj[[]])], obj[[]])
     for (r in c("pca", "tsne")) expect_identical(SeuratObject::Embeddings(back, r), SeuratObject::Embeddings(obj, r))
     expect_error(pybridge:::.objectFromParts(pybridge:::.objectToParts(sce), "seurat"), "unique cell names")
+})
+
+test_that("a Seurat 5 object split by sample converts as one matrix in the object's cell order", {
+    skip_if_not_seurat5()
+    obj <- SeuratObject::CreateSeuratObject(counts = seurat_layer(SeuratObject::pbmc_small, "counts"))
+    obj$sample <- rep(c("b", "a"), length.out = ncol(obj))
+    obj[["RNA"]] <- split(obj[["RNA"]], f = obj$sample)
+    obj[["RNA"]] <- SeuratObject::`LayerData<-`(obj[["RNA"]], layer = "scale.data",
+                                               value = matrix(0, 3, ncol(obj), dimnames = list(rownames(obj)[1:3], colnames(obj))))
+    parts <- pybridge:::.objectToParts(obj)
+    expect_identical(parts$X, seurat_layer(SeuratObject::pbmc_small, "counts"))
+    expect_identical(parts$obs_names, colnames(obj))
+    expect_length(parts$layers, 0L)  # the split is one layer; scale.data is left out
+    back <- pybridge:::.objectFromParts(parts, "seurat")
+    expect_identical(seurat_layer(back, "counts"), parts$X)
+    expect_identical(back$sample, obj$sample)
 })
 
 test_that("plain parts carry NA masks, factor codes, names and dgCMatrix slots as Python expects", {
