@@ -38,4 +38,4 @@ lint: venv
 test: lint test-python r-test r-check install-test
 
 clean:
-	rm -rf demo_output .pytest_cache build *.egg-info
+	rm -rf demo_output .pytest_cache build dist *.egg-info

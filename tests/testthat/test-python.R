@@ -68,6 +68,20 @@ test_that("a CPU torch that pip's configuration finds on disk is found offline",
     expect_null(pybridge:::.localCpuTorchWheel(python_exe(), "torch==1.0.0"))
 })
 
+test_that("torch comes from the chosen index, PyPI for CUDA, else the PyTorch CPU index or a local CPU wheel", {
+    skip_if_no_python()
+    source <- function(...) pybridge:::.torchSource(python_exe(), ...)
+    expect_identical(source("cpu", "2.13.0", "https://example.org/simple"),
+                     c("--index-url", "https://example.org/simple", "torch==2.13.0"))
+    expect_identical(source("cuda", "2.14.1", NULL), "torch==2.14.1")
+    expect_identical(source("cuda", NULL, NULL), "torch")
+    skip_if(Sys.info()[["sysname"]] != "Linux", "the CPU index is used on Linux only")
+    expect_identical(source("cpu", "1.0.0", NULL), c("--index-url", "https://download.pytorch.org/whl/cpu", "torch==1.0.0"))
+    local <- Sys.glob("/opt/wheels/torch-2.13.0+cpu-*.whl")
+    skip_if(length(local) == 0, "no local CPU torch 2.13.0 on this machine")
+    expect_match(URLdecode(source("cpu", "2.13.0", NULL)), basename(local), fixed = TRUE)
+})
+
 test_that("a Python without the matching pybridge-sc is refused with the R fix", {
     skip_if_no_python()
     expect_true(is.na(pybridge:::.distributionVersion(python_exe(), "no-such-distribution")))
