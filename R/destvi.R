@@ -25,6 +25,17 @@
     args
 }
 
+# Spots and reference are matched by gene name, so the names must be unique in each.
+.requireUniqueGenes <- function(genes, arg) {
+    dups <- unique(genes[duplicated(genes)])
+    if (length(dups)) {
+        stop(arg, " has duplicated gene names (", paste(sQuote(utils::head(dups, 5L), FALSE), collapse = ", "),
+             "), so its genes cannot be matched to the other object's by name; make them unique in both, e.g. ",
+             "rownames(", arg, ") <- make.unique(rownames(", arg, ")), or with gene IDs ",
+             "scuttle::uniquifyFeatureNames(rowData(", arg, ")$ID, rownames(", arg, "))", call. = FALSE)
+    }
+}
+
 # Run pybridge.deconvolution.pipeline.run_destvi on two R objects; proportions (types x spots) and gamma.
 .destvi <- function(spots, reference, labels, assay.type, args) {
     meta <- .cellMetadata(reference)
@@ -34,6 +45,8 @@
     }
     sp <- .checkCounts(.modelAnnData(spots, assay.type = assay.type))
     ref <- .checkCounts(.modelAnnData(reference, assay.type = assay.type, batch = labels, arg = "labels"))
+    .requireUniqueGenes(sp$genes, "spots")
+    .requireUniqueGenes(ref$genes, "reference")
     args$progress <- .progressReporter(if (is.null(args$progress)) TRUE else args$progress, "DestVI")
     res <- .withPython(do.call(.pybridgeModule("pybridge.deconvolution.pipeline")$run_destvi,
                                c(list(sp$adata, ref$adata, labels_key = labels), args)),

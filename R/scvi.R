@@ -374,16 +374,17 @@ loadSCVI <- function(dir) {
     scale <- lib / mean(lib)
     scale[scale <= 0] <- 1  # empty cells stay all zero (and are refused, with their names, before training)
     if (methods::is(counts, "dgCMatrix")) {
-        y <- counts
+        y <- y2 <- counts
         y@x <- log1p(y@x / rep.int(scale, diff(y@p)))
-    } else if (is.matrix(counts)) {
-        y <- log1p(sweep(counts, 2L, scale, "/"))
+        y2@x <- y@x * y@x
     } else {
-        y <- log1p(DelayedArray::sweep(counts, 2L, scale, "/"))
+        y <- if (is.matrix(counts)) log1p(sweep(counts, 2L, scale, "/"))
+             else log1p(DelayedArray::sweep(counts, 2L, scale, "/"))
+        y2 <- y * y
     }
     n <- ncol(y)
     mu <- Matrix::rowMeans(y)
-    (Matrix::rowMeans(y * y) - mu * mu) * n / max(n - 1, 1)
+    (Matrix::rowMeans(y2) - mu * mu) * n / max(n - 1, 1)
 }
 
 #' scVI latent representation for SingleCellExperiment objects
@@ -398,9 +399,13 @@ loadSCVI <- function(dir) {
 #' As scater's `runPCA()`, these train on the `ntop` genes (default 2,000)
 #' with the largest variance of log-normalised counts (`log1p` of the
 #' counts scaled by each cell's total over the mean total), computed from
-#' the raw counts in one pass; `subset.row` chooses the genes instead, and `ntop = Inf` keeps
-#' them all. Training time grows with the number of genes. To train on
-#' exactly the genes you pass, use [trainSCVI()].
+#' the raw counts in one pass (0.1 s for 32,738 genes x 2,700 cells);
+#' `subset.row` chooses the genes instead, and `ntop = Inf` keeps them all.
+#' Training time grows with the number of genes: on 10x PBMC 3k (2,700
+#' cells, 32,738 genes, one CPU thread), 20 epochs took 168 s on all genes
+#' and 13 s with the default 2,000, so the default `max_epochs` for 2,700
+#' cells (400) would take about an hour on all genes and 4-5 minutes on
+#' 2,000. To train on exactly the genes you pass, use [trainSCVI()].
 #'
 #' @param x A genes x cells count matrix (matrix, dgCMatrix, DelayedMatrix), a
 #'   SummarizedExperiment or a SingleCellExperiment.

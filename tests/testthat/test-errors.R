@@ -86,6 +86,11 @@ test_that("runDestVI with NA labels names the labels argument and the cells", {
     expect_match(conditionMessage(err), "^labels \\('cell_type'\\) is NA for 2 cells: 'ref_2' \\(column 2\\), 'ref_11' \\(column 11\\)")
     expect_match(conditionMessage(err), "x[, !is.na(x$cell_type)]", fixed = TRUE)
     expect_no_match(conditionMessage(err), "batch")
+    # spots and reference are matched by gene name: duplicated names are refused with the R fix
+    sce$cell_type[c(2, 11)] <- "x"
+    rownames(spots)[2] <- rownames(spots)[1]
+    expect_error(runDestVI(spots, sce, sc_max_epochs = 1, st_max_epochs = 1),
+                 sprintf("spots has duplicated gene names \\('%s'\\).*rownames\\(spots\\) <- make.unique", rownames(spots)[1]))
 })
 
 test_that("Python warnings arrive as R warnings, suppressible, without Python file paths", {
