@@ -14,6 +14,8 @@
 #'   `spots` may also be a Seurat object, which then gets an Assay `"DestVI"`).
 #' * `RunX()`, Seurat's verb, for Seurat objects: stores the result as a
 #'   reduction and the model in `Tool()`, and logs the command. \code{\link{RunSCVI}()}.
+#' * `xIntegration()`, Seurat 5's (and SeuratWrappers') name for a method of
+#'   `IntegrateLayers()`: [scVIIntegration()].
 #' * `scviX(model, x, ...)`, functions of a model handle: the first argument
 #'   is an `SCVIModel` ([SCVIModel-class]), the second the data.
 #'   [scviLatent()], [scviNormalized()], [scviPosteriorSample()],
