@@ -24,9 +24,10 @@ setMethod("show", "SCVIModel", function(object) {
     cat("  genes:  ", length(s$genes), "\n", sep = "")
     cat("  latent: ", s$model$n_latent, "\n", sep = "")
     if (!is.null(s$batch_key)) cat("  batch:  ", s$batch_key, " (", length(s$batch_levels), " levels)\n", sep = "")
-    n_epochs <- length(s$history$loss_train)
-    if (n_epochs) cat("  trained: ", n_epochs, " epochs, final training loss (negative ELBO per cell) ",
-                      format(utils::tail(s$history$loss_train, 1), digits = 6), "\n", sep = "")
+    loss <- s$history$loss_train
+    if (is.null(loss)) loss <- s$history$elbo_train  # handles made before the history was renamed
+    if (length(loss)) cat("  trained: ", length(loss), " epochs, final training loss (negative ELBO per cell) ",
+                          format(utils::tail(loss, 1), digits = 6), "\n", sep = "")
 })
 
 # Seurat's class, named with its package: methods for Seurat objects can then be set without

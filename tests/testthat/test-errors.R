@@ -136,3 +136,24 @@ test_that("training progress shows under Rscript through message(), and progress
     expect_true("captured 11" %in% out)  # message() conditions, so handlers, knitr and sink() see them
     expect_length(grep("epoch [0-9]+/3", out), 0L)
 })
+
+test_that("training progress is part of a knitted document", {
+    skip_if_no_python()
+    skip_if_not_installed("knitr")
+    skip_if_not_installed("pkgload")
+    rmd <- tempfile(fileext = ".Rmd")
+    writeLines(c(
+        "```{r}",
+        sprintf("suppressMessages(pkgload::load_all('%s', quiet = TRUE))", normalizePath(test_path("../.."))),
+        "m <- matrix(rpois(40 * 30, 3), 40, 30, dimnames = list(paste0('g', 1:40), paste0('c', 1:30)))",
+        "model <- trainSCVI(m, n_hidden = 8, max_epochs = 4, batch_size = 16, path = tempfile())",
+        "```"
+    ), rmd)
+    md <- tempfile(fileext = ".md")
+    script <- tempfile(fileext = ".R")
+    writeLines(sprintf("knitr::knit('%s', output = '%s', quiet = TRUE)", rmd, md), script)
+    out <- system2(file.path(R.home("bin"), "Rscript"), script, stdout = TRUE, stderr = TRUE)
+    knitted <- readLines(md)
+    expect_length(grep("^## scVI: epoch [0-9]+/4, loss", knitted), 4L)
+    expect_false(any(grepl("scVI: epoch", out)), info = paste(out, collapse = "\n"))  # in the document, not the console
+})
