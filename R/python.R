@@ -64,6 +64,7 @@
 installPybridge <- function(envname = "r-pybridge", python = NULL, package = NULL,
                             torch = c("auto", "cpu", "cuda"), torch_version = NULL, torch_index = NULL,
                             extra_packages = character(), pip_options = character()) {
+    for (arg in c("package", "torch_version", "torch_index")) .checkOptionalString(get(arg), arg)
     torch <- .torchBuildWanted(match.arg(torch))
     if (is.null(package)) package <- .carriedPythonPackage()
     if (is.null(python)) python <- .systemPython()
@@ -82,6 +83,16 @@ installPybridge <- function(envname = "r-pybridge", python = NULL, package = NUL
     .pip(venv_python, c("install", pip_options, numpy, package, extra_packages))
     .checkPythonPackageVersion(venv_python)
     invisible(venv_python)
+}
+
+# `value` must be NULL or one non-empty string.
+.checkOptionalString <- function(value, arg) {
+    if (!is.null(value) && !(is.character(value) && length(value) == 1 && !is.na(value) && nzchar(value))) {
+        stop("`", arg, "` must be NULL or one string, e.g. ", arg, " = \"", switch(arg,
+             package = "/path/to/pybridge", torch_version = "2.13.0", torch_index = "https://download.pytorch.org/whl/cpu"),
+             "\"", call. = FALSE)
+    }
+    invisible()
 }
 
 # python3 on the PATH, or an error saying how to get or name one.
@@ -126,7 +137,7 @@ installPybridge <- function(envname = "r-pybridge", python = NULL, package = NUL
     status <- system2(python, c("-m", "pip", "--disable-pip-version-check", shQuote(args)), env = .NO_PYTHONPATH)
     if (status != 0) {
         stop("pip failed (exit status ", status, "): ", python, " -m pip ", paste(args, collapse = " "),
-             ". See pip's output above for the cause", call. = FALSE)
+             ". pip's output above names the cause; fix it and run installPybridge() again", call. = FALSE)
     }
     invisible()
 }

@@ -56,6 +56,8 @@ test_that("the torch build and version wanted are matched exactly", {
     expect_message(auto <- pybridge:::.torchBuildWanted("auto"), if (gpu) "NVIDIA GPU found" else "no NVIDIA GPU")
     expect_identical(auto, if (gpu) "cuda" else "cpu")
     expect_error(installPybridge(torch = "rocm"), "should be one of")
+    expect_error(installPybridge(torch_version = 2.13), "torch_version = \"2.13.0\"", fixed = TRUE)
+    expect_error(installPybridge(package = c("a", "b")), "`package` must be NULL or one string")
 })
 
 test_that("a CPU torch that pip's configuration finds on disk is found offline", {
