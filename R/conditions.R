@@ -85,7 +85,8 @@
 }
 
 .nonIntegerMessage <- function(details, context) {
-    paste0(context$counts, " has ", details$n, " non-integer value", if (details$n != 1L) "s", " (e.g. ", format(details$example),
+    paste0(context$counts, " has ", details$n, " non-integer value", if (details$n != 1L) "s",
+           " (e.g. ", format(details$example),
            "); scVI models raw counts: pass the assay of raw counts (assay.type = ...), or set ",
            "allow.non.integer = TRUE for data such as expected counts")
 }

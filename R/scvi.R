@@ -81,7 +81,11 @@
     }
     if (anyNA(values)) {
         na <- which(is.na(values))
-        fix <- if (identical(key, batch)) paste0("x <- x[, !is.na(x$", key, ")]") else paste0("x <- x[, !is.na(", arg, ")]")
+        fix <- if (identical(key, batch)) {
+            paste0("x <- x[, !is.na(x$", key, ")]")
+        } else {
+            paste0("keep <- !is.na(", arg, "); x <- x[, keep]; ", arg, " <- ", arg, "[keep]")
+        }
         stop(arg, if (identical(key, batch)) paste0(" ('", key, "')"), " is NA for ", length(na), " cells: ",
              .namedPositions(na - 1L, cells), "; give them a value or drop them, e.g. ", fix,
              call. = FALSE)

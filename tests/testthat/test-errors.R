@@ -37,7 +37,8 @@ test_that("non-integer counts are refused with the R argument that allows them",
     at <- which(m > 0)[1:3]
     m[at] <- m[at] + 0.5
     SummarizedExperiment::assay(sce, "counts") <- m
-    expect_error(quiet_train(sce), "assay 'counts' has 3 non-integer values \\(e.g. [0-9.]+\\).*allow.non.integer = TRUE")
+    expect_error(quiet_train(sce),
+                 "assay 'counts' has 3 non-integer values \\(e.g. [0-9.]+\\).*allow.non.integer = TRUE")
     err <- tryCatch(quiet_train(sce), error = identity)
     expect_s3_class(err, "pybridge_non_integer")
     expect_no_match(conditionMessage(err), "allow_non_integer|layer=")
@@ -57,7 +58,8 @@ test_that("empty cells are named with R names, 1-based positions and R code to d
     SummarizedExperiment::assay(sce, "counts") <- m
     err <- tryCatch(quiet_train(sce), error = identity)
     expect_s3_class(err, "pybridge_empty_cells")
-    expect_match(conditionMessage(err), "2 cells have no counts in assay 'counts': 'cell_4' \\(column 4\\), 'cell_9' \\(column 9\\)")
+    expect_match(conditionMessage(err),
+                 "2 cells have no counts in assay 'counts': 'cell_4' \\(column 4\\), 'cell_9' \\(column 9\\)")
     expect_match(conditionMessage(err), 'x <- x[, Matrix::colSums(assay(x, "counts")) > 0]', fixed = TRUE)
     expect_no_match(conditionMessage(err), "adata|np\\.|positions \\[")
     # the fix in the message works
@@ -83,14 +85,16 @@ test_that("runDestVI with NA labels names the labels argument and the cells", {
     spots <- sce[, 1:10]
     err <- tryCatch(runDestVI(spots, sce, labels = "cell_type", sc_max_epochs = 1, st_max_epochs = 1),
                     error = identity)
-    expect_match(conditionMessage(err), "^labels \\('cell_type'\\) is NA for 2 cells: 'ref_2' \\(column 2\\), 'ref_11' \\(column 11\\)")
+    expect_match(conditionMessage(err),
+                 "^labels \\('cell_type'\\) is NA for 2 cells: 'ref_2' \\(column 2\\), 'ref_11' \\(column 11\\)")
     expect_match(conditionMessage(err), "x[, !is.na(x$cell_type)]", fixed = TRUE)
     expect_no_match(conditionMessage(err), "batch")
     # spots and reference are matched by gene name: duplicated names are refused with the R fix
     sce$cell_type[c(2, 11)] <- "x"
     rownames(spots)[2] <- rownames(spots)[1]
     expect_error(runDestVI(spots, sce, sc_max_epochs = 1, st_max_epochs = 1),
-                 sprintf("spots has duplicated gene names \\('%s'\\).*rownames\\(spots\\) <- make.unique", rownames(spots)[1]))
+                 sprintf("spots has duplicated gene names \\('%s'\\).*rownames\\(spots\\) <- make.unique",
+                         rownames(spots)[1]))
 })
 
 test_that("Python warnings arrive as R warnings, suppressible, without Python file paths", {
