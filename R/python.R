@@ -88,9 +88,9 @@ installPybridge <- function(envname = "r-pybridge", python = NULL, package = NUL
 # `value` must be NULL or one non-empty string.
 .checkOptionalString <- function(value, arg) {
     if (!is.null(value) && !(is.character(value) && length(value) == 1 && !is.na(value) && nzchar(value))) {
-        stop("`", arg, "` must be NULL or one string, e.g. ", arg, " = \"", switch(arg,
-             package = "/path/to/pybridge", torch_version = "2.13.0", torch_index = "https://download.pytorch.org/whl/cpu"),
-             "\"", call. = FALSE)
+        example <- switch(arg, package = "/path/to/pybridge", torch_version = "2.13.0",
+                          torch_index = "https://download.pytorch.org/whl/cpu")
+        stop("`", arg, "` must be NULL or one string, e.g. ", arg, " = \"", example, "\"", call. = FALSE)
     }
     invisible()
 }
