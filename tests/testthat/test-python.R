@@ -78,7 +78,8 @@ test_that("torch comes from the chosen index, PyPI for CUDA, else the PyTorch CP
     expect_identical(source("cuda", "2.14.1", NULL), "torch==2.14.1")
     expect_identical(source("cuda", NULL, NULL), "torch")
     skip_if(Sys.info()[["sysname"]] != "Linux", "the CPU index is used on Linux only")
-    expect_identical(source("cpu", "1.0.0", NULL), c("--index-url", "https://download.pytorch.org/whl/cpu", "torch==1.0.0"))
+    expect_identical(source("cpu", "1.0.0", NULL),
+                     c("--index-url", "https://download.pytorch.org/whl/cpu", "torch==1.0.0"))
     local <- Sys.glob("/opt/wheels/torch-2.13.0+cpu-*.whl")
     skip_if(length(local) == 0, "no local CPU torch 2.13.0 on this machine")
     expect_match(URLdecode(source("cpu", "2.13.0", NULL)), basename(local), fixed = TRUE)
