@@ -7,7 +7,7 @@
 .withPython <- function(expr, context = NULL) {
     recorder <- .pybridgeModule("pybridge.errors")$WarningRecorder()
     recorder$start()
-    on.exit(.raiseWarnings(recorder$stop()), add = TRUE)
+    on.exit(.raiseWarnings(recorder$stop(), context), add = TRUE)
     tryCatch(expr, error = function(e) .rethrow(e, context))
 }
 
@@ -19,12 +19,24 @@
     list(cells = cells, genes = genes, counts = counts, drop_empty = drop_empty, subset = subset, args = args)
 }
 
-.raiseWarnings <- function(recorded) {
+.raiseWarnings <- function(recorded, context = NULL) {
     for (w in reticulate::py_to_r(recorded)) {
-        cond <- structure(class = c("pybridgeWarning", "warning", "condition"),
-                          list(message = w$message, call = NULL))
-        warning(cond)
+        message <- if (identical(w$kind, "single_category")) .singleCategoryMessage(w$details, context)
+        if (is.null(message)) message <- w$message
+        warning(structure(class = c("pybridgeWarning", "warning", "condition"),
+                          list(message = message, call = NULL, kind = w$kind, details = w$details)))
     }
+}
+
+.singleCategoryMessage <- function(details, context) {
+    arg <- .rArgument(details$role, context)
+    paste0(arg, " ('", details$key, "') has a single value ('", details$category, "'): the model is trained ",
+           "without batch correction")
+}
+
+# The R argument behind a Python argument (`context$args`), else the Python name.
+.rArgument <- function(role, context) {
+    if (role %in% names(context$args)) context$args[[role]] else role
 }
 
 # The Python exception behind an R error, or NULL (an R error, or reticulate could not say).
@@ -92,8 +104,7 @@
 }
 
 .missingValuesMessage <- function(details, context) {
-    arg <- context$args[[details$role]]
-    if (is.null(arg)) arg <- details$role
+    arg <- .rArgument(details$role, context)
     paste0(arg, " ('", details$key, "') is NA for ", details$n, " cells: ",
            .namedPositions(details$positions, context$cells),
            "; give them a value or drop them, e.g. x <- x[, !is.na(x$", details$key, ")]")

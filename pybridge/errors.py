@@ -16,6 +16,7 @@ EMPTY_CELLS = "empty_cells"  # positions (0-based, all), n, layer
 NON_INTEGER = "non_integer"  # n, example, layer
 DUPLICATE_GENES = "duplicate_genes"  # names (the duplicated ones)
 MISSING_VALUES = "missing_values"  # key, role, positions (0-based, all), n
+SINGLE_CATEGORY = "single_category"  # key, role, category (a warning: one batch means no batch correction)
 
 MAX_LISTED = 5  # how many positions or names a message lists
 
@@ -26,6 +27,15 @@ class PybridgeError(ValueError):
     ``kind`` (one of the module's kind constants, or ``None``) and ``details`` describe the problem for a host
     language that words its own message.
     """
+
+    def __init__(self, message: str, kind: str | None = None, **details: Any):
+        super().__init__(message)
+        self.kind = kind
+        self.details = details
+
+
+class PybridgeWarning(UserWarning):
+    """A warning with the same ``kind`` and ``details`` as :class:`PybridgeError`, for hosts to word."""
 
     def __init__(self, message: str, kind: str | None = None, **details: Any):
         super().__init__(message)
@@ -49,9 +59,17 @@ class WarningRecorder:
         self._records = self._context.__enter__()
         warnings.simplefilter("always")
 
-    def stop(self) -> list[dict[str, str]]:
-        """End recording; the warnings seen, as ``{"category", "message"}`` (no file or line)."""
+    def stop(self) -> list[dict[str, Any]]:
+        """End recording; the warnings seen, as ``{"category", "message", "kind", "details"}`` (no file or line)."""
         if self._context is not None:
             self._context.__exit__(None, None, None)
             self._context = None
-        return [{"category": w.category.__name__, "message": str(w.message)} for w in self._records]
+        return [
+            {
+                "category": w.category.__name__,
+                "message": str(w.message),
+                "kind": getattr(w.message, "kind", None),
+                "details": getattr(w.message, "details", {}),
+            }
+            for w in self._records
+        ]

@@ -11,7 +11,7 @@ from anndata import AnnData
 from pybridge.data.fields import check_obs_key, get_layer
 from pybridge.data.registry import SETUP_KEY, Registry
 from pybridge.data.validation import validate_counts
-from pybridge.errors import MISSING_VALUES, PybridgeError
+from pybridge.errors import MISSING_VALUES, SINGLE_CATEGORY, PybridgeError, PybridgeWarning
 
 
 def _categories(values: pd.Series, key: str, role: str) -> list[str]:
@@ -60,10 +60,12 @@ def setup_anndata(
         check_obs_key(adata, batch_key, "batch_key")
         reg.batch_categories = _categories(adata.obs[batch_key], batch_key, "batch_key")
         if reg.n_batch == 1:
-            warnings.warn(
+            message = (
                 f"batch_key {batch_key!r} has a single category ({reg.batch_categories[0]!r}): the model is "
-                f"trained without batch correction", stacklevel=3,
+                f"trained without batch correction"
             )
+            details = {"key": batch_key, "role": "batch_key", "category": reg.batch_categories[0]}
+            warnings.warn(PybridgeWarning(message, kind=SINGLE_CATEGORY, **details), stacklevel=3)
     if labels_key is not None:
         check_obs_key(adata, labels_key, "labels_key")
         reg.label_categories = _categories(adata.obs[labels_key], labels_key, "labels_key")

@@ -158,5 +158,16 @@ def test_warning_recorder_collects_without_printing(recwarn):
     warnings.warn("first", UserWarning)
     warnings.warn("first", UserWarning)
     seen = recorder.stop()
-    assert seen == [{"category": "UserWarning", "message": "first"}] * 2
+    assert seen == [{"category": "UserWarning", "message": "first", "kind": None, "details": {}}] * 2
     assert len(recwarn) == 0
+
+
+def test_single_batch_warning_is_structured(small_adata):
+    small_adata.obs["one"] = "a"
+    recorder = errors.WarningRecorder()
+    recorder.start()
+    pybridge.SCVI.setup_anndata(small_adata, batch_key="one")
+    (seen,) = recorder.stop()
+    assert seen["category"] == "PybridgeWarning" and "single category" in seen["message"]
+    assert seen["kind"] == errors.SINGLE_CATEGORY
+    assert seen["details"] == {"key": "one", "role": "batch_key", "category": "a"}

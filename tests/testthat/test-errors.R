@@ -103,7 +103,8 @@ test_that("Python warnings arrive as R warnings, suppressible, without Python fi
     sce$one <- "a"
     w <- tryCatch(quiet_train(sce, batch = "one"), warning = identity)
     expect_s3_class(w, "pybridgeWarning")
-    expect_match(conditionMessage(w), "single category")
+    expect_identical(conditionMessage(w),
+                     "batch ('one') has a single value ('a'): the model is trained without batch correction")
     expect_no_match(conditionMessage(w), "\\.py|sys:1|UserWarning")
     expect_silent(suppressWarnings(quiet_train(sce, batch = "one")))
     # nothing reaches stderr (no raw 'sys:1: UserWarning' line) in a fresh Rscript either
