@@ -14,17 +14,17 @@
 # What an error message needs to speak of the data in R terms: cell and gene names, what the counts are
 # (`counts`, e.g. "assay 'counts'"), R code that drops empty cells, whether genes were subset, and the R
 # argument behind each Python argument (`args`, e.g. c(batch_key = "labels")).
-.errorContext <- function(cells, genes, counts = "the counts", drop_empty = NULL, subset = FALSE,
+.errorContext <- function(cells, genes, counts = "the count matrix", drop_empty = NULL, subset = FALSE,
                           args = c(batch_key = "batch")) {
     list(cells = cells, genes = genes, counts = counts, drop_empty = drop_empty, subset = subset, args = args)
 }
 
 .raiseWarnings <- function(recorded, context = NULL) {
     for (w in reticulate::py_to_r(recorded)) {
-        message <- if (identical(w$kind, "single_category")) .singleCategoryMessage(w$details, context)
-        if (is.null(message)) message <- w$message
+        text <- if (identical(w$kind, "single_category")) .singleCategoryMessage(w$details, context)
+        if (is.null(text)) text <- w$message
         warning(structure(class = c("pybridgeWarning", "warning", "condition"),
-                          list(message = message, call = NULL, kind = w$kind, details = w$details)))
+                          list(message = text, call = NULL, kind = w$kind, details = w$details)))
     }
 }
 
@@ -59,11 +59,14 @@
     if (is.null(ex) || !reticulate::import_builtins()$isinstance(ex, errors$PybridgeError)) stop(e)
     kind <- .pyField(ex, "kind")
     details <- .pyField(ex, "details")
-    message <- if (is.null(kind) || is.null(context)) NULL else .rMessage(kind, details, context)
-    if (is.null(message)) message <- as.character(reticulate::py_str(ex))
+    if (is.null(context)) context <- .errorContext(cells = NULL, genes = NULL)
+    text <- if (is.null(kind)) NULL else .rMessage(kind, details, context)
+    if (is.null(text)) text <- as.character(reticulate::py_str(ex))
+    positions <- details$positions
+    cells <- if (is.null(positions) || is.null(context$cells)) NULL else context$cells[unlist(positions) + 1L]
     stop(structure(class = c(paste0("pybridge_", if (is.null(kind)) "error" else kind), "pybridgeError",
                              "error", "condition"),
-                   list(message = message, call = NULL, kind = kind, details = details)))
+                   list(message = text, call = NULL, kind = kind, details = details, cells = cells)))
 }
 
 .rMessage <- function(kind, details, context) {
@@ -85,15 +88,25 @@
     out
 }
 
+.nCells <- function(n) paste(n, if (n == 1L) "cell" else "cells")
+
 .emptyCellsMessage <- function(details, context) {
-    where <- if (isTRUE(context$subset)) {
-        paste0(" over the ", length(context$genes), " genes used (see ntop / subset.row)")
-    } else ""
-    paste0(details$n, " cells have no counts in ", context$counts, where, ": ",
-           .namedPositions(details$positions, context$cells),
-           ". scVI needs at least one count per cell; drop them first",
-           if (!is.null(context$drop_empty)) paste0(", e.g. ", context$drop_empty) else "",
-           if (isTRUE(context$subset)) ", or use more genes" else "")
+    positions <- as.integer(unlist(details$positions)) + 1L
+    subset <- isTRUE(context$subset)
+    where <- if (subset) paste0(" over the ", length(context$genes), " genes used (see ntop / subset.row)") else ""
+    paste0(.nCells(details$n), if (details$n == 1L) " has" else " have", " no counts in ", context$counts, where,
+           ": ", .namedPositions(details$positions, context$cells),
+           ". scVI needs at least one count per cell; drop them first, e.g. ", .dropCellsCode(positions, context),
+           if (subset) ", or use more genes" else "")
+}
+
+# R code that drops the cells at `positions` (1-based): the caller's code for cells without counts when
+# all genes are used, else by position (few cells) or by the names the condition carries.
+.dropCellsCode <- function(positions, context) {
+    if (!isTRUE(context$subset) && !is.null(context$drop_empty)) return(context$drop_empty)
+    if (length(positions) <= 10L) return(paste0("x <- x[, -c(", paste(positions, collapse = ", "), ")]"))
+    paste0("x <- x[, !colnames(x) %in% e$cells], where e is this error (tryCatch(): its cells field names all ",
+           length(positions), ")")
 }
 
 .nonIntegerMessage <- function(details, context) {
@@ -105,7 +118,7 @@
 
 .missingValuesMessage <- function(details, context) {
     arg <- .rArgument(details$role, context)
-    paste0(arg, " ('", details$key, "') is NA for ", details$n, " cells: ",
+    paste0(arg, " ('", details$key, "') is NA for ", .nCells(details$n), ": ",
            .namedPositions(details$positions, context$cells),
            "; give them a value or drop them, e.g. x <- x[, !is.na(x$", details$key, ")]")
 }
@@ -118,7 +131,8 @@
                       "rownames(x) <- make.unique(rownames(x))"))
     }
     paste0("the data have duplicated gene names (", dups, "), so their genes cannot be matched to the model's ",
-           "by name; make the rownames unique as the model's were made, e.g. rownames(x) <- make.unique(rownames(x)) ",
+           "by name; make the rownames unique (as for the data the model was trained on), e.g. ",
+           "rownames(x) <- make.unique(rownames(x)) ",
            "or, for a SingleCellExperiment with gene IDs, rownames(sce) <- ",
            "scuttle::uniquifyFeatureNames(rowData(sce)$ID, rownames(sce))")
 }

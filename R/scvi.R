@@ -86,7 +86,7 @@
         } else {
             paste0("keep <- !is.na(", arg, "); x <- x[, keep]; ", arg, " <- ", arg, "[keep]")
         }
-        stop(arg, if (identical(key, batch)) paste0(" ('", key, "')"), " is NA for ", length(na), " cells: ",
+        stop(arg, if (identical(key, batch)) paste0(" ('", key, "')"), " is NA for ", .nCells(length(na)), ": ",
              .namedPositions(na - 1L, cells), "; give them a value or drop them, e.g. ", fix,
              call. = FALSE)
     }

@@ -107,7 +107,7 @@ test_that("bad input gets clear errors", {
     b <- as.character(sce$cell_type)
     b[3] <- NA
     expect_error(trainSCVI(sce, batch = b),
-                 sprintf("batch is NA for 1 cells: '%s' \\(column 3\\).*keep <- !is.na\\(batch\\)", colnames(sce)[3]))
+                 sprintf("batch is NA for 1 cell: '%s' \\(column 3\\).*keep <- !is.na\\(batch\\)", colnames(sce)[3]))
     expect_error(trainSCVI(sce, assay.type = "logcounts"), "assay 'logcounts' not found")
     model <- trainSCVI(sce, n_latent = 2, n_hidden = 8, max_epochs = 1, batch_size = 32, path = tempfile())
     expect_error(scviLatent(model, sce[1:30, ]), "lack 10 of the model's 40 genes")
