@@ -23,6 +23,8 @@ demo: venv
 
 include mk/r.mk
 include mk/install.mk
+include mk/r45.mk
+include mk/bioccheck.mk
 r-deps: venv
 
 # Python tests run after the R set-up so that the rpy2 bridge tests run instead of skipping: the .rds
@@ -35,7 +37,7 @@ lint: venv
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check pybridge tests bench --exclude bench/.venv-scvi
 
-test: lint test-python r-test r-check install-test
+test: lint test-python r-test r-check install-test r45-test r45-check bioccheck
 
 clean:
 	rm -rf demo_output .pytest_cache build dist *.egg-info

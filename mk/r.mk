@@ -8,7 +8,7 @@
 
 R_DEBS ?= r-base-core r-base-dev r-bioc-singlecellexperiment r-cran-seuratobject r-cran-seurat \
           r-cran-reticulate r-cran-testthat r-cran-knitr r-cran-rmarkdown r-cran-roxygen2 \
-          r-bioc-scuttle r-bioc-scater r-bioc-hdf5array pandoc libopenblas0-pthread
+          r-bioc-scuttle r-bioc-scater r-bioc-hdf5array r-bioc-bioccheck pandoc libopenblas0-pthread
 R_VENV_PYTHON ?= $(CURDIR)/.venv/bin/python
 R_LIB ?= $(CURDIR)/.Rlib
 R_BUILD_DIR ?= $(CURDIR)/.Rbuild

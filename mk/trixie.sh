@@ -5,8 +5,8 @@
 #   mk/trixie.sh build          create or update the chroot (debootstrap, then the R packages below)
 #   mk/trixie.sh run CMD...     run CMD (through bash -c) inside it, in the current directory
 #
-# `run` binds /proc, /dev, the checkout and the prefix of the Python that the project venv points to at their
-# own paths in a private mount namespace (the mounts vanish with the command), so R in the chroot uses the
+# `run` binds /proc, /dev, the checkout (and the current directory when outside it) and the prefix of the
+# Python that the project venv points to at their own paths in a private mount namespace (the mounts vanish with the command), so R in the chroot uses the
 # project's Python 3.11 venv and the local CPU torch wheel installed in it.
 set -euo pipefail
 ROOT=${PYBRIDGE_TRIXIE:-/var/cache/pybridge/trixie-r45}
@@ -36,18 +36,23 @@ build() {
 }
 
 run() {
-    local here venv_prefix
+    local here checkout venv_prefix binds
     here=$(pwd -P)
-    venv_prefix=$(dirname "$(dirname "$(readlink -f "${R_VENV_PYTHON:-$here/.venv/bin/python}")")")
+    checkout=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+    venv_prefix=$(dirname "$(dirname "$(readlink -f "${R_VENV_PYTHON:-$checkout/.venv/bin/python}")")")
+    # the checkout (libraries, build folders and PYTHONPATH live there), the current directory when outside it
+    binds="'$checkout' '$venv_prefix'"
+    case "$here/" in "$checkout"/*) ;; *) binds="$binds '$here'" ;; esac
     # The command's environment travels as exports (R_LIBS, RETICULATE_PYTHON, ...); HOME stays /root.
-    local envfile; envfile=$(mktemp "$ROOT/tmp/env.XXXXXX")
+    mkdir -p "$ROOT/.pybridge-env"
+    local envfile; envfile=$(mktemp "$ROOT/.pybridge-env/env.XXXXXX")
     export -p | grep -v -E ' (PATH|LD_LIBRARY_PATH|R_HOME|R_SHARE_DIR|R_INCLUDE_DIR|R_DOC_DIR|OLDPWD|PWD|SHLVL|_)=' >"$envfile" || true
     local inner="source ${envfile#$ROOT}; cd '$here'; $*"
     local status=0
     unshare -m --propagation private bash -c "
         set -e
         mount -t proc proc '$ROOT/proc'; mount --rbind /dev '$ROOT/dev'
-        for d in '$here' '$venv_prefix'; do mkdir -p \"$ROOT\$d\"; mount --bind \"\$d\" \"$ROOT\$d\"; done
+        for d in $binds; do mkdir -p \"$ROOT\$d\"; mount --bind \"\$d\" \"$ROOT\$d\"; done
         exec chroot '$ROOT' /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
             PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin bash -c \"\$0\"" "$inner" || status=$?
     rm -f "$envfile"
