@@ -433,7 +433,7 @@ loadSCVI <- function(dir) {
 #'     sce <- SingleCellExperiment::SingleCellExperiment(list(counts = counts))
 #'     sce <- runSCVI(sce, ntop = 30, n_latent = 2, max_epochs = 2, path = tempfile())
 #'     dim(SingleCellExperiment::reducedDim(sce, "scVI"))
-#'     length(metadata(sce)$pybridge$scVI@settings$genes)  # 30
+#'     length(S4Vectors::metadata(sce)$pybridge$scVI@settings$genes)  # 30
 #' }
 setMethod("calculateSCVI", "ANY", function(x, ..., batch = NULL, subset.row = NULL, ntop = 2000, path = NULL,
                                            allow.non.integer = FALSE) {
