@@ -42,19 +42,11 @@
 
 #' Minify and decode scVI data
 #'
-#' `minifySCVI()` replaces the counts of `x` by what the model needs to decode
-#' them: the latent posterior mean and variance of each cell (reducedDims
-#' `"scvi_latent_qzm"`, `"scvi_latent_qzv"`), its observed library size and
-#' log-normaliser (colData `observed_lib_size`, `pybridge_log_normalizer`).
-#' The counts become an all-zero sparse matrix,
-#' `metadata(x)$pybridge$minify_type` is `"latent_posterior_parameters"`
-#' (the layout of scvi-tools' minified AnnData) and
-#' `metadata(x)$pybridge$minified_by` a digest of the model's weights, which
-#' ties the posteriors to the model. Only for models trained with the observed
-#' library size (the default).
-#'
-#' `scviDecode()` returns the expected expression (genes x cells) at the
-#' posterior mean, from minified or ordinary data.
+#' `minifySCVI()` makes a SingleCellExperiment much smaller by keeping, in
+#' place of its counts, only what `model` needs to reproduce its outputs for
+#' each cell: the cell's latent posterior (mean and variance) and its library
+#' size. `scviDecode()` returns the expected expression (genes x cells) at
+#' each cell's posterior mean, from minified or ordinary data.
 #'
 #' A minified object stands in for its counts wherever the model's outputs are
 #' asked for, with the model that minified it: [scviLatent()],
@@ -62,24 +54,63 @@
 #' [scviDifferentialExpression()] read each cell's stored posterior (z at the
 #' mean `scvi_latent_qzm`, or drawn from the normal with mean
 #' `scvi_latent_qzm` and variance `scvi_latent_qzv`) and its stored library
-#' size, and give what they give on the counts. Functions that need the counts
-#' themselves ([trainSCVI()], [runSCVI()], [calculateSCVI()], [splitCounts()],
-#' [scviDiagnostics()], [runDestVI()]) refuse it: pass the object from before
-#' `minifySCVI()`.
+#' size, and give what they give on the counts. Another model, or this one
+#' after further training, refuses it (the weights' digest in
+#' `metadata(x)$pybridge$minified_by` no longer matches). Functions that need
+#' the counts themselves ([trainSCVI()], [runSCVI()], [calculateSCVI()],
+#' [splitCounts()], [scviDiagnostics()], [runDestVI()]) refuse it: pass the
+#' object from before `minifySCVI()`.
+#'
+#' Only models trained with the observed library size (the default,
+#' `use_observed_lib_size = TRUE`) can minify. The stored fields follow the
+#' layout of scvi-tools' minified AnnData (`minify_type`
+#' `"latent_posterior_parameters"`).
 #'
 #' Both are S4 generics dispatching on `x`: `minifySCVI()` has a method for
 #' SingleCellExperiment; `scviDecode()` has one for any data `scviLatent()`
 #' accepts, minified or not.
 #'
-#' @param model An `SCVIModel`.
-#' @param x `minifySCVI()`: a SingleCellExperiment with the model's genes.
-#'   `scviDecode()`: a SingleCellExperiment minified by `minifySCVI()`, or
-#'   data with the model's genes as for [scviLatent()] (a SummarizedExperiment,
+#' @param model An `SCVIModel` handle ([SCVIModel-class]), e.g. from
+#'   [trainSCVI()] or `metadata(sce)$pybridge$scVI` after [runSCVI()].
+#' @param x `minifySCVI()`: a SingleCellExperiment whose raw counts include
+#'   all the model's genes (found by row name, in any order; other rows are
+#'   kept, and zeroed too). `scviDecode()`: a
+#'   SingleCellExperiment minified by `minifySCVI()` with `model`, or data
+#'   with the model's genes as for [scviLatent()] (a SummarizedExperiment,
 #'   Seurat object or genes x cells count matrix).
-#' @param assay.type Assay with raw counts.
-#' @param batch Batch of each cell, as for [trainSCVI()].
-#' @return `minifySCVI()`: the minified SingleCellExperiment.
-#'   `scviDecode()`: a dense genes x cells matrix.
+#' @param assay.type Assay (Seurat: layer) with the raw counts; default
+#'   `"counts"`. `minifySCVI()` reads it and replaces it by zeros.
+#' @param batch Batch of each cell, for a model trained with a batch: `NULL`
+#'   (default: the cell-metadata column named `model@settings$batch_key`), the
+#'   name of another colData column, or one value per cell, with values the
+#'   model was trained on (`model@settings$batch_levels`).
+#' @return
+#' `minifySCVI()`: `x`, with the same dimensions, dimnames and other assays,
+#' and
+#' * assay `assay.type` replaced by an all-zero sparse `dgCMatrix` (genes x
+#'   cells, same dimnames);
+#' * reducedDims `"scvi_latent_qzm"` and `"scvi_latent_qzv"`: each cell's
+#'   latent posterior mean and variance, numeric matrices cells x `n_latent`
+#'   with the cell names as row names and no column names;
+#' * colData columns `observed_lib_size` (each cell's total count over the
+#'   model's genes) and `pybridge_log_normalizer` (the log of the decoder's
+#'   normaliser at the posterior mean, so that decoding a few genes does not
+#'   decode all of them);
+#' * `metadata(x)$pybridge$minify_type`, the string
+#'   `"latent_posterior_parameters"` that marks the object as minified, and
+#'   `metadata(x)$pybridge$minified_by`, a digest of the model's weights.
+#'
+#' `scviDecode()`: a dense numeric matrix, genes x cells, row names `genes`
+#' (in the order given), column names the cell names of `x`: the expected
+#' expression at each cell's posterior mean, scaled to `library.size` (the
+#' same values as `scviNormalized()` with `n.samples = 1`).
+#' @references
+#' Lopez R, Regier J, Cole MB, Jordan MI, Yosef N (2018). Deep generative
+#' modeling for single-cell transcriptomics. \emph{Nature Methods} 15:1053-1058.
+#' \doi{10.1038/s41592-018-0229-2}
+#' @seealso [scviLatent()], [scviNormalized()], [scviPosteriorSample()] and
+#'   [scviDifferentialExpression()], which accept minified objects;
+#'   [trainSCVI()] and [runSCVI()] to train the model.
 #' @name minifySCVI
 #' @export
 #' @examples
@@ -177,8 +208,12 @@ setMethod("minifySCVI", "ANY", function(model, x, assay.type = "counts", batch =
 }
 
 #' @rdname minifySCVI
-#' @param genes Genes to decode (default: all of the model's genes).
-#' @param library.size Library size the expression is scaled to (1 gives proportions).
+#' @param genes Genes to decode, by name: `NULL` (default) for all of the
+#'   model's genes (`model@settings$genes`).
+#' @param library.size Total counts per cell the expression is scaled to:
+#'   default 1 (each gene's share of the cell's expression, so that over all
+#'   genes each column sums to 1), e.g. `1e4` for counts per 10,000, or
+#'   `"latent"` for each cell's own library size.
 #' @export
 setMethod("scviDecode", "ANY", function(model, x, genes = NULL, library.size = 1, assay.type = "counts", batch = NULL) {
     .decode(model, x, genes, library.size, assay.type, batch)
