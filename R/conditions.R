@@ -74,6 +74,11 @@
     switch(kind,
            empty_cells = .emptyCellsMessage(details, context),
            non_integer = .nonIntegerMessage(details, context),
+           negative = paste0(context$counts, " has ", details$n, " negative values (min ", format(details$minimum),
+                             "); scVI models raw counts, not scaled or centred data: pass the assay of raw ",
+                             "counts (assay.type = ...)"),
+           non_finite = paste0(context$counts, " has ", details$n, " NA, NaN or infinite values; counts must ",
+                               "be finite: pass the assay of raw counts (assay.type = ...)"),
            missing_values = .missingValuesMessage(details, context),
            duplicate_genes = .duplicateGenesMessage(details),
            NULL)

@@ -14,6 +14,8 @@ from typing import Any
 #: Kinds of structured errors (``PybridgeError.kind``) and the details each carries.
 EMPTY_CELLS = "empty_cells"  # positions (0-based, all), n, layer
 NON_INTEGER = "non_integer"  # n, example, layer
+NEGATIVE = "negative"  # n, minimum, layer
+NON_FINITE = "non_finite"  # n, layer
 DUPLICATE_GENES = "duplicate_genes"  # names (the duplicated ones)
 MISSING_VALUES = "missing_values"  # key, role, positions (0-based, all), n
 SINGLE_CATEGORY = "single_category"  # key, role, category (a warning: one batch means no batch correction)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from pybridge.errors import EMPTY_CELLS, MAX_LISTED, NON_INTEGER, PybridgeError
+from pybridge.errors import EMPTY_CELLS, MAX_LISTED, NEGATIVE, NON_FINITE, NON_INTEGER, PybridgeError
 
 
 def _matrix_values(X) -> np.ndarray:
@@ -19,12 +19,16 @@ def validate_counts(X, layer_name: str, allow_non_integer: bool = False) -> None
     values = _matrix_values(X)
     n_bad = int(np.count_nonzero(~np.isfinite(values)))
     if n_bad:
-        raise PybridgeError(f"{layer_name} has {n_bad} NaN or infinite entries; counts must be finite")
+        raise PybridgeError(
+            f"{layer_name} has {n_bad} NaN or infinite entries; counts must be finite",
+            kind=NON_FINITE, n=n_bad, layer=layer_name,
+        )
     n_neg = int(np.count_nonzero(values < 0))
     if n_neg:
         raise PybridgeError(
             f"{layer_name} has {n_neg} negative entries (min {values.min():g}); pass raw counts, not "
-            f"scaled or centred data (layer=...)"
+            f"scaled or centred data (layer=...)",
+            kind=NEGATIVE, n=n_neg, minimum=float(values.min()), layer=layer_name,
         )
     if not allow_non_integer:
         fractional = values != np.round(values)

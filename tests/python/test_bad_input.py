@@ -24,15 +24,17 @@ def _with_X(adata, fn):
 def test_negative_counts_named_with_layer_and_count(small_adata):
     small_adata.layers["counts"] = small_adata.X.copy()
     small_adata.layers["counts"].data[:3] = -1
-    with pytest.raises(PybridgeError, match=r'adata.layers\["counts"\] has 3 negative entries'):
+    with pytest.raises(PybridgeError, match=r'adata.layers\["counts"\] has 3 negative entries') as err:
         pybridge.SCVI.setup_anndata(small_adata, layer="counts")
+    assert err.value.kind == errors.NEGATIVE and err.value.details["n"] == 3 and err.value.details["minimum"] == -1
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_nan_and_inf(small_adata, bad):
     small_adata.X.data[[1, 5]] = bad
-    with pytest.raises(PybridgeError, match="adata.X has 2 NaN or infinite entries"):
+    with pytest.raises(PybridgeError, match="adata.X has 2 NaN or infinite entries") as err:
         pybridge.SCVI.setup_anndata(small_adata)
+    assert err.value.kind == errors.NON_FINITE and err.value.details["n"] == 2
 
 
 def test_non_integer_needs_opt_in(small_adata):

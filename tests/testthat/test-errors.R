@@ -50,6 +50,19 @@ test_that("non-integer counts are refused with the R argument that allows them",
     expect_error(quiet_train(sce, allow.non.integer = NA), "allow.non.integer must be TRUE or FALSE")
 })
 
+test_that("negative and non-finite values name the assay and the R argument", {
+    skip_if_no_python()
+    sce <- small_sce()
+    m <- as.matrix(SummarizedExperiment::assay(sce, "counts"))
+    SummarizedExperiment::assay(sce, "logcounts") <- m - 1
+    expect_error(quiet_train(sce, assay.type = "logcounts"),
+                 "^assay 'logcounts' has [0-9]+ negative values \\(min -1\\).*assay.type = ",
+                 class = "pybridge_negative")
+    m[2, 3] <- NA
+    SummarizedExperiment::assay(sce, "counts") <- m
+    expect_error(quiet_train(sce), "^assay 'counts' has 1 NA, NaN or infinite values", class = "pybridge_non_finite")
+})
+
 test_that("empty cells are named with R names, 1-based positions and R code to drop them", {
     skip_if_no_python()
     sce <- small_sce()
