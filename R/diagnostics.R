@@ -2,16 +2,31 @@
 
 #' Split counts into two folds
 #'
-#' Splits each count of `assay.type` binomially: `fold_A` gets each count
-#' with probability `fraction`, `fold_B` the rest, so `fold_A + fold_B`
-#' equals the counts exactly. Train on `fold_A` and evaluate on `fold_B` with
-#' [scviDiagnostics()].
+#' Count splitting (binomial thinning): each count of `assay.type` is split
+#' between two folds, `fold_A` getting each of its units (reads or UMIs)
+#' with probability `fraction` and `fold_B` the rest, so that
+#' `fold_A + fold_B` equals the
+#' counts exactly. For Poisson counts the two folds are independent, as if
+#' the same cells had been sequenced twice: train a model on `fold_A`
+#' (`trainSCVI(x, assay.type = "fold_A")`) and evaluate it on the unseen
+#' `fold_B` with [scviDiagnostics()].
 #'
-#' @param x A SingleCellExperiment or SummarizedExperiment of raw counts.
-#' @param fraction Expected share of each count in `fold_A`, in (0, 1).
-#' @param seed Random seed.
-#' @param assay.type Assay with raw counts.
-#' @return `x` with dgCMatrix assays `"fold_A"` and `"fold_B"` added.
+#' @param x A SingleCellExperiment or SummarizedExperiment of raw
+#'   (non-negative, whole-number) counts.
+#' @param fraction Expected share of each count that goes to `fold_A`, a
+#'   number strictly between 0 and 1; default 0.5 (two halves).
+#' @param seed Random seed (default 0): the same seed gives the same folds.
+#' @param assay.type Assay with the raw counts; default `"counts"`.
+#' @return `x` with two assays added, `"fold_A"` and `"fold_B"`: sparse
+#'   `dgCMatrix` count matrices with the dimensions and dimnames of `x`
+#'   (genes x cells). Existing assays of those names are replaced; nothing
+#'   else changes.
+#' @references
+#' Neufeld A, Gao LL, Popp J, Battle A, Witten D (2024). Inference after
+#' latent variable estimation for single-cell RNA sequencing data.
+#' \emph{Biostatistics} 25(1):270-287. \doi{10.1093/biostatistics/kxac047}
+#' @seealso [scviDiagnostics()], which evaluates a model trained on one fold
+#'   on the other; [trainSCVI()].
 #' @export
 #' @examples
 #' if (pybridgeAvailable()) {
@@ -40,23 +55,64 @@ splitCounts <- function(x, fraction = 0.5, seed = 0, assay.type = "counts") {
 
 #' Held-out diagnostics of an scVI model
 #'
-#' Evaluates `model` on the held-out fold of count-split data and writes
-#' `metrics.json`, figures and `report.html` to `out.dir`, through Python's
-#' `pybridge.diagnostics.report.build_report()`. The model must have been trained on the
-#' `train.layer` assay of `x` (e.g. `trainSCVI(splitCounts(x), assay.type =
-#' "fold_A")`); `test.layer` holds the other fold. Metrics of a model trained
-#' on all counts are meaningless: the held-out fold must be unseen.
+#' Checks how well a model predicts counts it has not seen: evaluates `model`
+#' on the held-out fold of count-split data (see [splitCounts()]) and writes
+#' `metrics.json`, figures and `report.html` to `out.dir`. The model must
+#' have been trained on the `train.layer` assay of `x` (e.g.
+#' `x <- splitCounts(sce); model <- trainSCVI(x, assay.type = "fold_A")`);
+#' `test.layer` holds the other fold. Metrics of a model trained on all
+#' counts are meaningless: the held-out fold must be unseen.
 #'
-#' @param model An `SCVIModel` trained on `train.layer`.
-#' @param x A SingleCellExperiment with assays `train.layer` and `test.layer`
-#'   (see [splitCounts()]).
-#' @param out.dir Directory for the report.
-#' @param train.layer,test.layer Assays with the training and held-out folds.
-#' @param batch Batch of each cell, as for [trainSCVI()].
-#' @param seed Random seed.
-#' @param ... Further arguments of `build_report()` (e.g. `compare_likelihoods`).
-#' @return The metrics (parsed `metrics.json`) as a list, with the report
-#'   directory in attribute `"out.dir"`.
+#' The metrics compare the model's prediction for each cell with the
+#' held-out fold (Spearman correlations per cell and per gene, also by
+#' decile of library size and of gene mean), against a noise ceiling and
+#' simple baselines (the mean cell, PCA); the held-out log-likelihood per
+#' cell against the same baselines; the marginal log-likelihood on both
+#' folds; and the calibration of the predictive distribution. Cells without
+#' counts in either fold are left out (counted in
+#' `metrics$data$n_cells_excluded_empty_fold`).
+#'
+#' @param model An `SCVIModel` handle ([SCVIModel-class]) trained on
+#'   `train.layer` of `x`.
+#' @param x A SingleCellExperiment (or SummarizedExperiment) with assays
+#'   `train.layer` and `test.layer`, as made by [splitCounts()].
+#' @param out.dir Folder for the report (created if missing); default a new
+#'   temporary folder, `tempfile("pybridge-report-")`.
+#' @param train.layer,test.layer Names of the assays with the training fold
+#'   (default `"fold_A"`) and the held-out fold (default `"fold_B"`).
+#' @param batch Batch of each cell, for a model trained with a batch: `NULL`
+#'   (default: the colData column named `model@settings$batch_key`), another
+#'   colData column name, or one value per cell.
+#' @param seed Random seed of the evaluation's sampling (default 0).
+#' @param ... Further settings of the report, by their Python names (whole
+#'   numbers as integers, e.g. `ppc_cells = 300L`):
+#'   `compare_likelihoods` (default `FALSE`; `TRUE` also trains the model
+#'   with the other count likelihoods, `"zinb"`, `"nb"` and `"poisson"`, and
+#'   compares them, in `metrics$likelihood_comparison`),
+#'   `compare_max_epochs` (their epochs; default `NULL`: as many as `model`
+#'   was trained for), `n_bins` (strata of library size and gene mean: 10),
+#'   `ppc_cells` (cells for the calibration checks: 300), `ppc_samples`
+#'   (posterior samples per cell for them: 20), `marginal_cells` (cells for
+#'   the marginal log-likelihood: 200), `marginal_mc_samples` (50), `title`
+#'   (of the report).
+#' @return A named list, the parsed `metrics.json`: `data` (cells, genes,
+#'   folds used), `model` (the model's architecture arguments),
+#'   `spearman_per_cell_overall`, `spearman_per_gene_overall`,
+#'   `spearman_per_cell_by_library_decile`,
+#'   `spearman_per_gene_by_mean_decile`, `heldout_loglik_per_cell`,
+#'   `scvi_beats_baselines_on_heldout_loglik`, `marginal_loglik_per_cell`,
+#'   `calibration`, `seconds`. Attribute `"out.dir"` holds the absolute path
+#'   of the report folder; open `file.path(attr(metrics, "out.dir"),
+#'   "report.html")` in a browser.
+#' @references
+#' Lopez R, Regier J, Cole MB, Jordan MI, Yosef N (2018). Deep generative
+#' modeling for single-cell transcriptomics. \emph{Nature Methods} 15:1053-1058.
+#' \doi{10.1038/s41592-018-0229-2}
+#'
+#' Neufeld A, Gao LL, Popp J, Battle A, Witten D (2024). Inference after
+#' latent variable estimation for single-cell RNA sequencing data.
+#' \emph{Biostatistics} 25(1):270-287. \doi{10.1093/biostatistics/kxac047}
+#' @seealso [splitCounts()] to make the folds; [trainSCVI()] to train on one.
 #' @export
 scviDiagnostics <- function(model, x, out.dir = tempfile("pybridge-report-"), train.layer = "fold_A",
                             test.layer = "fold_B", batch = NULL, seed = 0, ...) {
@@ -107,10 +163,19 @@ scviDiagnostics <- function(model, x, out.dir = tempfile("pybridge-report-"), tr
 
 #' Bayesian differential expression with an scVI model
 #'
-#' Compares cells of `group1` with `group2` (or with all other cells), as
-#' scvi-tools' `differential_expression()`: `"vanilla"` reports Bayes factors
-#' of higher expression, `"change"` the posterior probability of a log
-#' fold-change beyond `delta`, with an FDR-controlled `is_de_fdr` column.
+#' Compares the denoised expression of two groups of cells under the model:
+#' `group1` against `group2`, or against all other cells. For each gene it
+#' draws expression values from the posteriors of cells of each group (cells
+#' picked at random, `n_samples_overall` draws in all) and compares them in
+#' pairs.
+#' * `mode = "vanilla"`: the probability that the gene is higher in group 1
+#'   than in group 2 (`proba_m1`), and its log odds (`bayes_factor`);
+#'   sorted by `bayes_factor`, largest first.
+#' * `mode = "change"`: the probability that the log2 fold-change (group 1
+#'   over group 2) exceeds `delta` in either direction (`proba_de`), the
+#'   fold-change's posterior summaries, and the genes called DE at the
+#'   target false discovery rate (`is_de_fdr_<fdr.target>`); sorted by
+#'   `proba_de`, largest first.
 #'
 #' An S4 generic dispatching on `x`, with methods for SummarizedExperiment
 #' and SingleCellExperiment (`groupby` and `batch` may name colData columns,
@@ -123,26 +188,73 @@ scviDiagnostics <- function(model, x, out.dir = tempfile("pybridge-report-"), tr
 #' left out (there are no counts), and `mode = "change"` needs a given
 #' `pseudocounts =` (its estimate reads the counts).
 #'
-#' @param model An `SCVIModel`.
-#' @param x Data with the model's genes, as for [scviLatent()], or a
-#'   SingleCellExperiment minified by [minifySCVI()].
-#' @param groupby Column of the cell metadata with the groups, or one value per
-#'   cell. `NULL` to compare cells given as `group1`/`group2` indices.
-#' @param group1 Group(s) to test (default with `groupby`: each group in turn,
-#'   one vs rest), or with `groupby = NULL` the indices (1-based) or a logical
-#'   vector of the first cells.
-#' @param group2 Reference group, or cell indices/logical; `NULL` for the rest.
-#' @param mode `"vanilla"` or `"change"`.
-#' @param delta Smallest log fold-change counted as a change (`"change"` mode).
-#' @param fdr.target Target false discovery rate.
-#' @param batch.correction Average over batches?
-#' @param assay.type Assay with raw counts.
-#' @param batch Batch of each cell, as for [trainSCVI()].
-#' @param ... Further arguments of Python's `differential_expression()`
-#'   (e.g. `pseudocounts`, `n_samples_overall`, `seed`, `all_stats`).
-#' @return A data.frame, one row per gene and comparison; column `gene`;
-#'   without the raw-count columns (`raw_mean1`, `non_zeroes_proportion1`,
-#'   `raw_normalized_mean1` and those of group 2) on minified data.
+#' @param model An `SCVIModel` handle ([SCVIModel-class]).
+#' @param x The cells, with the model's genes, as for [scviLatent()]: a
+#'   SingleCellExperiment, SummarizedExperiment, Seurat object or genes x
+#'   cells count matrix, or a SingleCellExperiment minified by [minifySCVI()].
+#' @param groupby The groups: the name of a cell-metadata column (colData,
+#'   meta.data), or one value per cell. `NULL` (default) to give the cells
+#'   themselves in `group1` and `group2`.
+#' @param group1 With `groupby`: the group(s) to test, each against
+#'   `group2`; `NULL` (default) tests each group in turn against all other
+#'   cells. With `groupby = NULL`: the cells of the first group, as 1-based
+#'   column positions in `x` or a logical vector with one value per cell.
+#' @param group2 With `groupby`: the reference group; `NULL` (default) for
+#'   all cells not in the tested group. With `groupby = NULL`: the cells of
+#'   the second group (positions or logical); `NULL` for all other cells.
+#' @param mode `"vanilla"` (default) or `"change"`, see Description.
+#' @param delta Smallest absolute log2 fold-change counted as a change
+#'   (`mode = "change"`); default 0.25.
+#' @param fdr.target Target false discovery rate of the `is_de_fdr_*` call
+#'   (`mode = "change"`), strictly between 0 and 1; default 0.05.
+#' @param batch.correction `FALSE` (default): each cell is decoded in its own
+#'   batch. `TRUE`: the cells of both groups are decoded in every batch the
+#'   model was trained on and compared within the same batch, so that
+#'   differences between batches are not reported as differential
+#'   expression.
+#' @param assay.type Assay (Seurat: layer) with the raw counts; default
+#'   `"counts"`.
+#' @param batch Batch of each cell, for a model trained with a batch: `NULL`
+#'   (default: the cell-metadata column named `model@settings$batch_key`),
+#'   another column name, or one value per cell.
+#' @param ... Further settings, by their Python names (whole numbers as
+#'   integers, e.g. `5000L`): `n_samples_overall` (posterior draws per group:
+#'   `5000L`), `pseudocounts` (added to the expression before the log2
+#'   fold-change in `mode = "change"`; default `NULL`, estimated from the
+#'   genes with a raw mean below `threshold_counts` in a group),
+#'   `threshold_counts` (0.01), `all_stats` (`TRUE`: add the raw-count
+#'   columns), `batchid1`, `batchid2` (with `batch.correction = TRUE`, the
+#'   batches each group is decoded in; default all), `batch_size` (cells per
+#'   minibatch), `seed` (random seed of the sampling: `0L`).
+#' @return A data.frame with one row per gene and comparison (genes of each
+#'   comparison sorted as in Description), no row names, and the columns
+#' * `gene`: the gene name;
+#' * `mode = "vanilla"`: `proba_m1`, `proba_m2` (probabilities that the gene
+#'   is higher in group 1, resp. group 2), `bayes_factor`
+#'   (`log(proba_m1 / proba_m2)`);
+#' * `mode = "change"`: `proba_de`, `proba_not_de`, `bayes_factor` (log odds
+#'   of `proba_de`, signed by the direction of the change), `pseudocounts`,
+#'   `delta`, `lfc_mean`, `lfc_median`, `lfc_std`, `lfc_min`, `lfc_max`
+#'   (posterior summaries of the log2 fold-change, group 1 over group 2) and
+#'   the logical `is_de_fdr_<fdr.target>`, e.g. `is_de_fdr_0.05`;
+#' * `scale1`, `scale2`: the mean denoised expression of the gene in each
+#'   group (its share of a cell's expression);
+#' * with counts (not on minified data) and `all_stats = TRUE`: `raw_mean1`,
+#'   `raw_mean2` (mean count), `non_zeroes_proportion1`,
+#'   `non_zeroes_proportion2` (share of cells with a count),
+#'   `raw_normalized_mean1`, `raw_normalized_mean2` (mean count per 10,000);
+#' * with `groupby`: `comparison` (e.g. `"B vs Rest"`), `group1`, `group2`.
+#' @references
+#' Lopez R, Regier J, Cole MB, Jordan MI, Yosef N (2018). Deep generative
+#' modeling for single-cell transcriptomics. \emph{Nature Methods} 15:1053-1058.
+#' \doi{10.1038/s41592-018-0229-2}
+#'
+#' Boyeau P, Regier J, Gayoso A, Jordan MI, Lopez R, Yosef N (2023). An
+#' empirical Bayes method for differential expression analysis of single
+#' cells with deep generative models. \emph{Proceedings of the National
+#' Academy of Sciences} 120(21):e2209124120. \doi{10.1073/pnas.2209124120}
+#' @seealso [trainSCVI()], [runSCVI()] to train the model;
+#'   [scviNormalized()] for the denoised expression itself; [minifySCVI()].
 #' @name scviDifferentialExpression
 #' @export
 NULL
