@@ -146,8 +146,9 @@
 
 # The `progress` training argument as Python gets it: FALSE, or a function Python calls after each epoch,
 # which reports every `ceiling(max_epochs / 10)` epochs (and the last) with message(), so Rscript, knitr
-# and sink() all see it.
-.progressReporter <- function(progress = TRUE, label = "training") {
+# and sink() all see it. `progress = NULL`: getOption("pybridge.progress", TRUE).
+.progressReporter <- function(progress = NULL, label = "training") {
+    if (is.null(progress)) progress <- getOption("pybridge.progress", TRUE)
     if (!isTRUE(progress) && !isFALSE(progress)) {
         stop("progress must be TRUE or FALSE, got ", deparse(progress), call. = FALSE)
     }

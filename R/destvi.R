@@ -47,7 +47,7 @@
     ref <- .checkCounts(.modelAnnData(reference, assay.type = assay.type, batch = labels, arg = "labels"))
     .requireUniqueGenes(sp$genes, "spots")
     .requireUniqueGenes(ref$genes, "reference")
-    args$progress <- .progressReporter(if (is.null(args$progress)) TRUE else args$progress, "DestVI")
+    args$progress <- .progressReporter(args$progress, "DestVI")
     res <- .withPython(do.call(.pybridgeModule("pybridge.deconvolution.pipeline")$run_destvi,
                                c(list(sp$adata, ref$adata, labels_key = labels), args)),
                        .errorContext(cells = NULL, genes = NULL, args = c(labels_key = "labels")))

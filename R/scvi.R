@@ -221,7 +221,7 @@
 #' Training reports its progress with [message()] (a line every tenth of
 #' `max_epochs`, with the loss, i.e. the negative ELBO per cell), which
 #' `suppressMessages()`, knitr and [sink()] see; `progress = FALSE` silences
-#' it. Python's warnings arrive as R warnings, and errors about the data name
+#' it, and `options(pybridge.progress = FALSE)` silences every training. Python's warnings arrive as R warnings, and errors about the data name
 #' the cells and genes as R knows them (1-based positions).
 #'
 #' @param x A SingleCellExperiment, SummarizedExperiment, Seurat object, or a
@@ -264,7 +264,7 @@ trainSCVI <- function(x, assay.type = "counts", batch = NULL, subset.row = NULL,
     .checkCounts(input, allow.non.integer)
     pb <- .pybridgeModule()
     fit_args <- args$train
-    fit_args$progress <- .progressReporter(if (is.null(fit_args$progress)) TRUE else fit_args$progress, "scVI")
+    fit_args$progress <- .progressReporter(fit_args$progress, "scVI")
     pymodel <- .withPython({
         pb$SCVI$setup_anndata(input$adata, batch_key = input$batch_key, allow_non_integer = allow.non.integer)
         m <- do.call(pb$SCVI, c(list(input$adata), args$model))

@@ -146,7 +146,9 @@ test_that("training progress shows under Rscript through message(), and progress
         "x <- withCallingHandlers(trainSCVI(m, n_hidden = 8, max_epochs = 20, batch_size = 16, path = tempfile()),",
         "    message = function(e) msgs <<- c(msgs, conditionMessage(e)))",
         "cat(sprintf('captured %d\\n', length(grep('^scVI: epoch', msgs))))",
-        "y <- trainSCVI(m, n_hidden = 8, max_epochs = 3, batch_size = 16, progress = FALSE, path = tempfile())"
+        "y <- trainSCVI(m, n_hidden = 8, max_epochs = 3, batch_size = 16, progress = FALSE, path = tempfile())",
+        "options(pybridge.progress = FALSE)",
+        "y <- trainSCVI(m, n_hidden = 8, max_epochs = 3, batch_size = 16, path = tempfile())"
     ), script)
     out <- system2(file.path(R.home("bin"), "Rscript"), script, stdout = TRUE, stderr = TRUE)
     epochs <- grep("^scVI: epoch", out, value = TRUE)
@@ -155,7 +157,7 @@ test_that("training progress shows under Rscript through message(), and progress
                      info = paste(out, collapse = "\n"))
     expect_match(epochs, "loss \\(negative ELBO per cell\\) [0-9.]+, validation [0-9.]+")
     expect_true("captured 11" %in% out)  # message() conditions, so handlers, knitr and sink() see them
-    expect_length(grep("epoch [0-9]+/3", out), 0L)
+    expect_length(grep("epoch [0-9]+/3", out), 0L)  # progress = FALSE, then options(pybridge.progress = FALSE)
 })
 
 test_that("training progress is part of a knitted document", {
