@@ -52,17 +52,26 @@
 #' to keep a model in a place of your choosing, pass `path` when training or
 #' copy it with [saveSCVI()].
 #'
-#' @param dir Folder to list or clean (`NULL`: the folder models trained
-#'   without `path` go to, see below).
+#' @param dir Folder to list or clean: `NULL` (default) for the folder
+#'   models trained without `path` go to (see section Where models go), or any
+#'   folder path; sub-folders that are not saved models are ignored.
 #' @param x What to remove: `SCVIModel` handles (one, or a list of them),
 #'   model folders (a character vector), or a data frame from `listSCVI()`
 #'   (its `path` column). `NULL` with `older.than` removes by age.
-#' @param older.than Remove the models in `dir` last modified more than this
-#'   many days ago (a number, or a `difftime`); `0` removes all of them.
-#' @return `listSCVI()`: a data frame with one row per model, oldest first:
-#'   `path`, `size` (bytes) and `modified` (time of the weights file).
-#'   `removeSCVI()`: the paths removed, invisibly.
-#' @seealso [trainSCVI()], [saveSCVI()], [loadSCVI()]
+#' @param older.than `NULL` (default), or remove the models in `dir` last
+#'   modified at least this many days ago (a number of days, or a
+#'   `difftime` such as `as.difftime(12, units = "hours")`); `0` removes
+#'   all of them.
+#' @return `listSCVI()`: a data.frame with one row per saved model in `dir`
+#'   (zero rows when there is none), oldest first, no row names, and columns
+#'   `path` (character: the model's absolute folder path, what
+#'   [loadSCVI()] and `removeSCVI()` take), `size` (numeric: bytes on disk)
+#'   and `modified` (POSIXct: when the weights were last written).
+#'   `removeSCVI()`: the paths removed (character), invisibly; a message
+#'   says how many models and how much space.
+#' @seealso [trainSCVI()], [runSCVI()], \code{\link{RunSCVI}()} (which save
+#'   there when `path` is `NULL`); [saveSCVI()] to keep a copy elsewhere;
+#'   [loadSCVI()] to open a listed model.
 #' @export
 #' @examples
 #' if (pybridgeAvailable()) {
