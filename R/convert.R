@@ -95,11 +95,21 @@
 #' becomes `X`, `data` becomes a layer, meta.data becomes `obs` and the
 #' reductions' embeddings become `obsm`.
 #'
+#' Not converted: `metadata()`, `altExps()`, Seurat's `scale.data` layer and
+#' graphs. Split Seurat 5 layers (`counts.<sample>`) are joined into one.
+#'
 #' @param x A SingleCellExperiment, SummarizedExperiment or Seurat object.
-#' @param X.name Assay (layer for Seurat) that becomes `X`.
-#' @param assay Seurat assay to convert (default: the active assay).
-#' @return A Python AnnData object.
-#' @seealso [fromAnnData()]
+#' @param X.name Name of the assay (Seurat: layer) that becomes `X`; default
+#'   `"counts"`.
+#' @param assay Seurat only: the assay to convert; `NULL` (default) for the
+#'   active assay (`DefaultAssay(x)`).
+#' @return A Python `anndata.AnnData` object (a reticulate reference, cells x
+#'   genes): `obs_names` the cell names, `var_names` the gene names of `x`
+#'   (`"1"`, `"2"`, ... when `x` has none). Use it with Python functions
+#'   through reticulate, or save it with `adata$write_h5ad(path)` (or
+#'   [writeH5AD()]).
+#' @seealso [fromAnnData()] for the way back; [writeH5AD()] and
+#'   [readH5AD()] for `.h5ad` files; [installPybridge()] for the Python side.
 #' @export
 #' @examples
 #' if (pybridgeAvailable()) {
@@ -123,11 +133,24 @@ toAnnData <- function(x, X.name = "counts", assay = NULL) {
 #' entries become reducedDims (`X_scVI` -> `scVI`, `X_pca` -> `PCA`, ...; for
 #' Seurat, lower-case reduction names).
 #'
-#' @param adata A Python AnnData (reticulate object) or the path of a `.h5ad` file.
-#' @param kind `"sce"` for a SingleCellExperiment, `"seurat"` for a Seurat object.
-#' @param X.name Name of the assay (or Seurat layer) that receives `X`.
-#' @return A SingleCellExperiment or Seurat object.
-#' @seealso [toAnnData()]
+#' @param adata A Python AnnData (a reticulate object, e.g. from
+#'   [toAnnData()] or `reticulate::import("anndata")$read_h5ad(path)`), or
+#'   the path of a `.h5ad` file.
+#' @param kind `"sce"` (default) for a SingleCellExperiment, `"seurat"` for
+#'   a Seurat object (needs the Seurat packages).
+#' @param X.name Name of the assay (or Seurat layer) that receives `X`;
+#'   default `"counts"`.
+#' @return `kind = "sce"`: a SingleCellExperiment, genes x cells, with the
+#'   AnnData's `var_names` and `obs_names` as dimnames; `X` and the layers as
+#'   sparse `dgCMatrix` assays; `obs` and `var` as colData and rowData;
+#'   2-d `obsm` entries as reducedDims (cells x k matrices).
+#'   `kind = "seurat"`: a Seurat object with one assay, `"RNA"`: `X` is its
+#'   `counts` layer (and layer `X.name` too), the AnnData's layers are
+#'   further layers (Seurat 4: `data`, or assays of their own), `obs` is the
+#'   meta.data, `var` the assay's feature metadata and `obsm` entries are
+#'   reductions (`pca`, `umap`, `tsne`, `scvi`, other names as they are).
+#'   Seurat needs unique cell names: duplicated `obs_names` are refused.
+#' @seealso [toAnnData()] for the way there; [readH5AD()].
 #' @export
 #' @examples
 #' if (pybridgeAvailable()) {
@@ -149,10 +172,16 @@ fromAnnData <- function(adata, kind = c("sce", "seurat"), X.name = "counts") {
 #' `readH5AD()` reads a `.h5ad` file with Python's anndata and converts it with
 #' [fromAnnData()]; `writeH5AD()` converts with [toAnnData()] and writes it.
 #'
-#' @param path File path.
-#' @param x A SingleCellExperiment or Seurat object.
-#' @param kind,X.name As in [fromAnnData()] / [toAnnData()].
-#' @return `readH5AD()`: the object; `writeH5AD()`: `path`, invisibly.
+#' @param path Path of the `.h5ad` file to read or write (`writeH5AD()`
+#'   replaces an existing file).
+#' @param x A SingleCellExperiment, SummarizedExperiment or Seurat object.
+#' @param kind `"sce"` (default) or `"seurat"`: the class `readH5AD()`
+#'   returns, as in [fromAnnData()].
+#' @param X.name The assay (Seurat: layer) that `X` comes from
+#'   (`writeH5AD()`) or goes to (`readH5AD()`); default `"counts"`.
+#' @return `readH5AD()`: a SingleCellExperiment or Seurat object, as
+#'   [fromAnnData()] describes. `writeH5AD()`: `path`, invisibly.
+#' @seealso [toAnnData()] and [fromAnnData()], which say what is converted.
 #' @export
 #' @examples
 #' if (pybridgeAvailable()) {
