@@ -12,11 +12,18 @@
 }
 
 # What an error message needs to speak of the data in R terms: cell and gene names, what the counts are
-# (`counts`, e.g. "assay 'counts'"), R code that drops empty cells, whether genes were subset, and the R
-# argument behind each Python argument (`args`, e.g. c(batch_key = "labels")).
-.errorContext <- function(cells, genes, counts = "the count matrix", drop_empty = NULL, subset = FALSE,
-                          args = c(batch_key = "batch")) {
-    list(cells = cells, genes = genes, counts = counts, drop_empty = drop_empty, subset = subset, args = args)
+# (`counts`, e.g. "assay 'counts'") and the R argument that picks them (`counts_arg`), R code that drops
+# empty cells, whether genes were subset, and the R argument behind each Python argument (`args`, e.g.
+# c(batch_key = "labels")).
+.errorContext <- function(cells, genes, counts = "the count matrix", counts_arg = NULL, drop_empty = NULL,
+                          subset = FALSE, args = c(batch_key = "batch")) {
+    list(cells = cells, genes = genes, counts = counts, counts_arg = counts_arg, drop_empty = drop_empty,
+         subset = subset, args = args)
+}
+
+# "the raw counts (assay.type = ...)": what to pass instead, with the R argument that chooses it if any.
+.rawCounts <- function(context) {
+    if (is.null(context$counts_arg)) "the raw counts" else paste0("the raw counts (", context$counts_arg, " = ...)")
 }
 
 .raiseWarnings <- function(recorded, context = NULL) {
@@ -75,10 +82,9 @@
            empty_cells = .emptyCellsMessage(details, context),
            non_integer = .nonIntegerMessage(details, context),
            negative = paste0(context$counts, " has ", details$n, " negative values (min ", format(details$minimum),
-                             "); scVI models raw counts, not scaled or centred data: pass the assay of raw ",
-                             "counts (assay.type = ...)"),
+                             "); scVI models raw counts, not scaled or centred data: pass ", .rawCounts(context)),
            non_finite = paste0(context$counts, " has ", details$n, " NA, NaN or infinite values; counts must ",
-                               "be finite: pass the assay of raw counts (assay.type = ...)"),
+                               "be finite: pass ", .rawCounts(context)),
            missing_values = .missingValuesMessage(details, context),
            duplicate_genes = .duplicateGenesMessage(details),
            NULL)
@@ -117,7 +123,7 @@
 .nonIntegerMessage <- function(details, context) {
     paste0(context$counts, " has ", details$n, " non-integer value", if (details$n != 1L) "s",
            " (e.g. ", format(details$example),
-           "); scVI models raw counts: pass the assay of raw counts (assay.type = ...), or set ",
+           "); scVI models raw counts: pass ", .rawCounts(context), ", or set ",
            "allow.non.integer = TRUE for data such as expected counts")
 }
 

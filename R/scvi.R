@@ -102,6 +102,12 @@
     "x <- x[, Matrix::colSums(x) > 0]"
 }
 
+# The R argument that picks the counts of `x` (NULL: a matrix, which is the counts).
+.countsArgument <- function(x) {
+    if (methods::is(x, "Seurat") || methods::is(x, "SummarizedExperiment")) return("assay.type")
+    NULL
+}
+
 .describeCounts <- function(x, assay.type) {
     if (methods::is(x, "Seurat")) return(sprintf("layer '%s'", assay.type))
     if (methods::is(x, "SummarizedExperiment")) return(sprintf("assay '%s'", assay.type))
@@ -131,7 +137,7 @@
         b <- .resolveBatch(x, batch_key, parts$cells, arg = arg)
     }
     context <- .errorContext(parts$cells, genes, counts = .describeCounts(x, assay.type),
-                             drop_empty = .dropEmptyCode(x, assay.type),
+                             counts_arg = .countsArgument(x), drop_empty = .dropEmptyCode(x, assay.type),
                              subset = length(genes) < length(parts$genes), args = c(batch_key = arg, labels_key = arg))
     obs <- .emptyFrame(length(parts$cells))
     if (!is.null(b)) obs[[b$key]] <- b$values
@@ -221,7 +227,8 @@
 #' Training reports its progress with [message()] (a line every tenth of
 #' `max_epochs`, with the loss, i.e. the negative ELBO per cell), which
 #' `suppressMessages()`, knitr and [sink()] see; `progress = FALSE` silences
-#' it, and `options(pybridge.progress = FALSE)` silences every training. Python's warnings arrive as R warnings, and errors about the data name
+#' it, and `options(pybridge.progress = FALSE)` silences every training.
+#' Python's warnings arrive as R warnings, and errors about the data name
 #' the cells and genes as R knows them (1-based positions).
 #'
 #' @param x A SingleCellExperiment, SummarizedExperiment, Seurat object, or a
