@@ -66,26 +66,131 @@
 
 #' Spatial deconvolution with DestVI
 #'
-#' Trains CondSCVI on a labelled single-cell `reference` and DestVI on the
-#' `spots` (over their shared genes), then stores per-spot cell-type
-#' proportions in `spots`. SingleCellExperiment spots get
-#' `altExp(spots, "DestVI")`: a SummarizedExperiment with cell types as rows,
-#' spots as columns, assay `"proportions"`, and in its metadata `gamma` (per
-#' cell type, a spots x n_latent matrix of cell-type states) and `genes`.
-#' Seurat spots get an Assay `"DestVI"` (cell types as rows). Nothing else in
-#' `spots` changes. An S4 generic dispatching on `spots`, with methods for
-#' SingleCellExperiment and Seurat.
+#' Estimates, for each spot of a spatial transcriptomics experiment, the
+#' proportions of the cell types of a labelled single-cell `reference`, and
+#' the state of each cell type at each spot. An S4 generic dispatching on
+#' `spots`, with methods for SingleCellExperiment (including
+#' SpatialExperiment) and Seurat objects.
 #'
-#' @param spots Spatial counts: a SingleCellExperiment or Seurat object.
-#' @param reference Labelled single cells: a SingleCellExperiment or Seurat object.
-#' @param labels Column of the reference's cell metadata with the cell types.
-#' @param assay.type Assay (Seurat: layer) with raw counts, in both objects.
-#' @param ... Arguments of Python's `pybridge.deconvolution.pipeline.run_destvi()`:
-#'   `sc_max_epochs`, `st_max_epochs`, `batch_size`, `lr`, `vamp_prior_p`,
-#'   `amortization`, `l1_reg`, `augmentation_weight`, `weight_obs`, `n_latent`, `cell_fractions`,
-#'   `accelerator`, `seed`, `progress` (`FALSE` silences the progress
-#'   messages of both trainings, CondSCVI first, then DestVI).
-#' @return `spots` with the proportions added.
+#' Two models are trained, one after the other:
+#' 1. CondSCVI on the `reference`: a variational autoencoder of the counts
+#'    given the cell type, which learns for each cell type a space of its
+#'    cell states (`n_latent` dimensions) and each gene's expression in each
+#'    state (two hidden layers of 128 units, dropout 0.05; `sc_max_epochs`
+#'    epochs with learning rate 0.001 and minibatches of 128 cells, on all
+#'    cells).
+#' 2. DestVI on the `spots`: each spot's counts are modelled as a mixture of
+#'    the cell types, each in a state of its own (`gamma`) decoded by the
+#'    trained CondSCVI, plus a gene-wise noise term; `st_max_epochs` epochs
+#'    with learning rate `lr` and minibatches of `batch_size` spots.
+#'
+#' Only the genes found in both objects (by row name) are used; a warning
+#' says how many when some are missing, and fewer than 50 shared genes are an
+#' error (check that both use the same gene identifiers and species). Gene
+#' names must be unique in each object. The reference needs at least 2 cells
+#' of each cell type (a warning under 10), no `NA` label, and every spot needs
+#' counts over the shared genes. With fewer than 50 spots a warning says the
+#' proportions are unreliable.
+#'
+#' Training reports its progress with [message()] (CondSCVI first, then
+#' DestVI); `progress = FALSE` or `options(pybridge.progress = FALSE)`
+#' silences it.
+#'
+#' @section Arguments in `...`:
+#' Whole numbers may be given as `2` or `2L`.
+#' * `sc_max_epochs` (300): epochs of CondSCVI on the reference.
+#' * `st_max_epochs` (2000): epochs of DestVI on the spots. Accuracy keeps
+#'   improving with the number of gradient steps, so fewer epochs are not a
+#'   safe way to save time on real data.
+#' * `batch_size` (`NULL`): spots per DestVI minibatch. `NULL` applies the
+#'   small-data rule `min(128, max(4, n_spots %/% 10))`: 4 spots for up to 49
+#'   spots, 50 for 500, 128 from 1,280 spots on. DestVI needs many gradient
+#'   steps per epoch: with minibatches close to the number of spots it
+#'   under-fits. (CondSCVI always uses 128 cells.)
+#' * `lr` (0.003): learning rate of DestVI.
+#' * `n_latent` (5): dimensions of each cell type's state space, i.e. the
+#'   columns of each `gamma` matrix.
+#' * `weight_obs` (`FALSE`): `TRUE` weights each reference cell by the
+#'   inverse of its cell type's share (shares below 5% count as 5%), so that
+#'   rare cell types weigh more in CondSCVI's training.
+#' * `vamp_prior_p` (15): prior of the states `gamma`: the reference cells of
+#'   each cell type are grouped by k-means into this many clusters of their
+#'   CondSCVI states, and `gamma` gets a mixture prior centred on them (a
+#'   VampPrior), which keeps states close to those seen in the reference;
+#'   `NULL` uses a standard normal prior instead.
+#' * `amortization` (`"both"`): where the per-spot values come from.
+#'   `"both"`: the states and the proportions are read from each spot's
+#'   counts by neural networks; `"latent"`: only the states, the
+#'   proportions being free parameters of each spot; `"proportion"`: only
+#'   the proportions; `"none"`: both are free parameters of each spot.
+#' * `l1_reg` (0): L1 penalty on the proportions; larger values give fewer
+#'   cell types per spot.
+#' * `augmentation_weight` (`NULL`): weight of a supervision by synthetic
+#'   spots. At each step, synthetic spots with known compositions (drawn
+#'   from a Dirichlet distribution with concentration 0.1) are simulated from
+#'   the model, and the proportion network is also trained to recover their
+#'   compositions, which keeps similar cell types from being exchanged.
+#'   `NULL`: 1000 when the proportions come from a network (`amortization`
+#'   `"both"` or `"proportion"`), else 0; `0` gives the objective of the
+#'   DestVI paper; it must be 0 with `amortization` `"latent"` or `"none"`.
+#' * `cell_fractions` (`FALSE`): what a proportion is. `FALSE` (as in the
+#'   paper and scvi-tools): the cell type's share of the spot's expression
+#'   (its counts). `TRUE`: its share of the spot's cells, estimated by
+#'   dividing each cell type's weight by its mean library size in the
+#'   reference (over the shared genes) before normalising; cell types with
+#'   more RNA per cell then get smaller proportions.
+#' * `accelerator` (`"auto"`): `"auto"` trains on a CUDA GPU when there is
+#'   one, else on the CPU; `"cpu"`; `"gpu"` or `"cuda"` (an error without a
+#'   GPU).
+#' * `seed` (0): random seed of both trainings (order of the minibatches,
+#'   sampling).
+#' * `progress` (`NULL`: `getOption("pybridge.progress", TRUE)`): `TRUE`
+#'   reports progress with [message()], `FALSE` silences both trainings.
+#'
+#' @param spots The spatial data: a SingleCellExperiment (e.g. a
+#'   SpatialExperiment) or Seurat object with raw counts, spots as columns.
+#' @param reference The labelled single cells: a SingleCellExperiment or
+#'   Seurat object with raw counts, cells as columns.
+#' @param labels Name of the column of the reference's cell metadata
+#'   (colData, meta.data) that holds each cell's type; default
+#'   `"cell_type"`.
+#' @param assay.type Assay (Seurat: layer) with the raw counts, in both
+#'   objects; default `"counts"`.
+#' @param ... Model and training arguments, named, with the defaults given
+#'   in the section Arguments in `...`: `sc_max_epochs`, `st_max_epochs`,
+#'   `batch_size`, `lr`, `n_latent`, `weight_obs`, `vamp_prior_p`,
+#'   `amortization`, `l1_reg`, `augmentation_weight`, `cell_fractions`,
+#'   `accelerator`, `seed`, `progress`.
+#' @return `spots`, with nothing changed but the following added.
+#'
+#' A SingleCellExperiment gets the alternative experiment
+#' `altExp(spots, "DestVI")`, a SummarizedExperiment with one row per cell
+#' type (row names: the cell types, in the order of the levels of
+#' `labels`, or sorted when `labels` is not a factor) and one column per
+#' spot (the spots' column names), holding
+#' * assay `"proportions"`: a numeric matrix, cell types x spots; each column
+#'   sums to 1;
+#' * `metadata(altExp(spots, "DestVI"))$gamma`: a named list with one
+#'   numeric matrix per cell type, spots x `n_latent` (row names the spots,
+#'   column names `"gamma_1"`, `"gamma_2"`, ...): the state of that cell type
+#'   at each spot, a position in the cell type's CondSCVI state space. Close
+#'   values mean similar states; their variation across spots shows how a
+#'   cell type changes across the tissue (e.g. a gradient of activation).
+#'   A cell type's state means little at spots where its proportion is
+#'   near 0;
+#' * `metadata(altExp(spots, "DestVI"))$genes`: the shared genes the models
+#'   used (character).
+#'
+#' A Seurat object gets the assay `"DestVI"`, whose `data` layer holds the
+#'   proportions (cell types x spots; Seurat replaces underscores in the
+#'   cell-type names by dashes). `gamma` is not kept for Seurat objects: use
+#'   a SingleCellExperiment to get it.
+#' @references
+#' Lopez R, Li B, Keren-Shaul H, et al. (2022). DestVI identifies continuums
+#' of cell types in spatial transcriptomics data. \emph{Nature Biotechnology}
+#' 40:1360-1369. \doi{10.1038/s41587-022-01272-8}
+#' @seealso [runSCVI()] and \code{\link{RunSCVI}()} for scVI on single
+#'   cells; [installPybridge()] to set up the Python side.
 #' @name runDestVI
 #' @export
 #' @examples
