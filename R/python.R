@@ -37,23 +37,29 @@
 #' numpy is pinned below 2 when the installed reticulate is older than 1.38
 #' (older reticulate cannot talk to NumPy 2).
 #'
-#' @param envname Name of (or path to) the virtual environment; names live in
+#' @param envname Name of (or path to) the virtual environment; default
+#'   `"r-pybridge"`, the one pybridge binds by itself. Names live in
 #'   reticulate's virtualenv root (`WORKON_HOME`, default `~/.virtualenvs`).
 #' @param python Python interpreter (>= 3.10, < 3.12) used to create the
-#'   environment (default: `python3` on the `PATH`).
+#'   environment; `NULL` (default): `python3` on the `PATH`.
 #' @param package `NULL` (default) for the carried copy of `pybridge-sc`, or
 #'   another pip requirement for it: a source directory (a checkout of
 #'   pybridge), a wheel or sdist file, or `"pybridge-sc==<version>"`.
-#' @param torch `"auto"`, `"cpu"` or `"cuda"`: which PyTorch build to install
-#'   (see the PyTorch section).
-#' @param torch_version `NULL` or a torch release to pin, e.g. `"2.13.0"`.
-#' @param torch_index `NULL` or the package index torch is installed from
-#'   (used for torch only, instead of the choice described in the PyTorch
-#'   section).
-#' @param extra_packages Further pip requirements installed alongside.
-#' @param pip_options Extra options for every `pip install`, e.g. a proxy.
-#' @return The path of the environment's Python interpreter, invisibly.
-#' @seealso [usePybridge()], [pybridgeAvailable()].
+#' @param torch `"auto"` (default), `"cpu"` or `"cuda"`: which PyTorch build
+#'   to install (see the PyTorch section).
+#' @param torch_version `NULL` (default: the newest release pip finds) or a
+#'   torch release to pin, e.g. `"2.13.0"`.
+#' @param torch_index `NULL` (default) or the package index torch is
+#'   installed from (used for torch only, instead of the choice described in
+#'   the PyTorch section).
+#' @param extra_packages Further pip requirements installed alongside (a
+#'   character vector; default none).
+#' @param pip_options Extra options for every `pip install` (a character
+#'   vector; default none), e.g. `"--proxy=http://proxy:3128"`.
+#' @return The path of the environment's Python interpreter (a string),
+#'   invisibly. Restart R before using pybridge if Python was bound before.
+#' @seealso [usePybridge()] to bind another Python; [pybridgeAvailable()]
+#'   to check the set-up.
 #' @export
 #' @examples
 #' \dontrun{
@@ -237,9 +243,16 @@ installPybridge <- function(envname = "r-pybridge", python = NULL, package = NUL
 #' `"r-pybridge"` environment made by [installPybridge()], then reticulate's
 #' default. Python can be bound only once per R session.
 #'
-#' @param python Path to a Python interpreter, or `NULL`.
-#' @param envname Name of or path to a virtual environment, or `NULL`.
-#' @return The path of the Python interpreter in use, invisibly.
+#' It stops with an error naming the fix when the bound Python lacks the
+#' `pybridge` module, or has PyPI's unrelated package of that name; it warns
+#' when the Python package's version differs from the R package's.
+#'
+#' @param python Path to a Python interpreter, or `NULL` (default).
+#' @param envname Name of or path to a virtual environment (e.g.
+#'   `"r-pybridge"`), or `NULL` (default). Ignored when `python` is given.
+#' @return The path of the Python interpreter in use (a string), invisibly.
+#' @seealso [installPybridge()] to make the environment;
+#'   [pybridgeAvailable()].
 #' @export
 #' @examples
 #' \dontrun{
@@ -320,7 +333,13 @@ usePybridge <- function(python = NULL, envname = NULL) {
 #' Checks, without raising an error, whether Python can be bound and imports
 #' the `pybridge` module. Binds Python if nothing is bound yet.
 #'
-#' @return `TRUE` or `FALSE`.
+#' Examples and vignettes use it to run only where the Python side is
+#' set up.
+#'
+#' @return `TRUE` when Python can be bound and pybridge-sc's `pybridge`
+#'   module imported, else `FALSE` (never an error).
+#' @seealso [installPybridge()] to set Python up; [usePybridge()], which
+#'   says why it is missing.
 #' @export
 #' @examples
 #' pybridgeAvailable()
