@@ -231,24 +231,100 @@
 #' Python's warnings arrive as R warnings, and errors about the data name
 #' the cells and genes as R knows them (1-based positions).
 #'
+#' scVI (single-cell variational inference) is a variational autoencoder of
+#' raw counts: an encoder maps each cell's counts (and, optionally, its
+#' batch) to a low-dimensional latent representation, and a decoder maps
+#' the latent representation and the batch back to each gene's expected
+#' share of the cell's counts, under a count distribution
+#' (`gene_likelihood`). Because the decoder is given the batch, the latent
+#' representation is corrected for it.
+#'
+#' @section Model arguments in `...`:
+#' Defaults in parentheses; whole numbers may be given as `10` or `10L`.
+#' * `n_latent` (10): dimensions of the latent representation, the columns
+#'   of [scviLatent()].
+#' * `n_hidden` (128): units in each hidden layer of the encoder and
+#'   decoder.
+#' * `n_layers` (1): hidden layers of the encoder and of the decoder.
+#' * `dropout_rate` (0.1): dropout rate of the encoder's hidden layers (the
+#'   decoder has none).
+#' * `dispersion` (`"gene"`): the negative binomial's dispersion, one per
+#'   gene (`"gene"`), per gene and batch (`"gene-batch"`) or per gene and
+#'   cell (`"gene-cell"`). (`"gene-label"` needs cell labels, which these R
+#'   functions do not pass.)
+#' * `gene_likelihood` (`"zinb"`): distribution of the counts: `"zinb"`
+#'   (zero-inflated negative binomial), `"nb"` (negative binomial) or
+#'   `"poisson"`.
+#' * `latent_distribution` (`"normal"`): `"normal"`, or `"ln"` (logistic
+#'   normal).
+#' * `use_observed_lib_size` (`TRUE`): `TRUE` uses each cell's total count
+#'   as its library size; `FALSE` learns it as a latent variable (with a
+#'   log-normal prior per batch). [minifySCVI()] needs `TRUE`.
+#' * `encode_covariates` (`FALSE`): `TRUE` also gives the batch to the
+#'   encoder.
+#' * `deeply_inject_covariates` (`TRUE`): the batch enters every hidden
+#'   layer, not only the first.
+#' * `use_batch_norm` (`"both"`) and `use_layer_norm` (`"none"`): where
+#'   batch normalisation and layer normalisation are used: `"encoder"`,
+#'   `"decoder"`, `"both"` or `"none"`.
+#'
+#' @section Training arguments in `...`:
+#' * `max_epochs` (`NULL`): passes over the data; `NULL` gives
+#'   `min(round(20000 / n_cells * 400), 400)`: 400 up to 20,000 cells, 80
+#'   for 100,000 cells.
+#' * `batch_size` (128): cells per minibatch (one gradient step each).
+#' * `train_size` (0.9): share of the cells trained on; the others are the
+#'   validation set, whose loss is recorded in the history
+#'   (`loss_validation`). `1` trains on all cells.
+#' * `validation_size` (`NULL`): share of the cells for validation; `NULL`
+#'   for all cells not trained on.
+#' * `early_stopping` (`FALSE`): `TRUE` stops when the validation loss (the
+#'   training loss without a validation set) has not improved for
+#'   `early_stopping_patience` (45) epochs.
+#' * `lr` (0.001): learning rate of the Adam optimiser; `weight_decay`
+#'   (1e-6) and `eps` (0.01) are its other settings.
+#' * `n_epochs_kl_warmup` (400): epochs over which the weight of the KL
+#'   divergence term rises linearly from 0 to 1; `NULL` or 0: no warm-up.
+#' * `accelerator` (`"auto"`): `"auto"` trains on a CUDA GPU when there is
+#'   one, else on the CPU; `"cpu"`; `"gpu"` or `"cuda"` (an error without a
+#'   GPU). `device` (`NULL`: the first GPU) picks a GPU by number.
+#' * `seed` (0): random seed of the train/validation split, the order of the
+#'   minibatches and the sampling (the initial weights are always the
+#'   same).
+#' * `progress` (`NULL`: `getOption("pybridge.progress", TRUE)`): `TRUE`
+#'   reports progress with [message()], `FALSE` silences it.
+#'
 #' @param x A SingleCellExperiment, SummarizedExperiment, Seurat object, or a
 #'   genes x cells matrix / dgCMatrix / DelayedMatrix of raw counts.
-#' @param assay.type Assay holding raw counts (Seurat: the layer).
-#' @param batch `NULL`, the name of a cell-metadata column, or one value per cell.
-#' @param subset.row Genes to use (names, indices or logical).
+#' @param assay.type Assay (Seurat: layer) holding the raw counts; default
+#'   `"counts"`. Not used for matrices.
+#' @param batch The batch (sample, donor, technology) of each cell, which the
+#'   model corrects for: `NULL` (default, no batch), the name of a
+#'   cell-metadata column (colData, meta.data), or one value per cell. The
+#'   output functions later read the same column, or need `batch =` again.
+#' @param subset.row Genes to train on: names, positions (1-based) or a
+#'   logical vector over the rows; `NULL` (default) for all genes.
 #' @param path Directory for the saved model. `NULL` (the default): a new
 #'   folder under `getOption("pybridge.model.dir")` (see [listSCVI()] for
 #'   where that is and how to list and remove what accumulates there), with
 #'   a message saying where.
 #' @param allow.non.integer Accept non-integer values (e.g. expected counts
-#'   from salmon or RSEM)? By default they are refused, since scVI models raw
-#'   counts.
-#' @param ... Model arguments (`n_latent`, `n_hidden`, `n_layers`,
-#'   `dropout_rate`, `dispersion`, `gene_likelihood`, ...) and training
-#'   arguments (`max_epochs`, `batch_size`, `lr`, `seed`, `early_stopping`,
-#'   `progress`, ...), named as in Python's `pybridge.SCVI` and `SCVI.train`.
-#' @return An `SCVIModel`.
-#' @seealso [runSCVI()], [scviLatent()], [saveSCVI()], [loadSCVI()], [listSCVI()]
+#'   from salmon or RSEM)? `FALSE` (default) refuses them, since scVI models
+#'   raw counts.
+#' @param ... Model and training arguments, named, with the defaults and
+#'   meanings listed in the sections below (the names are those of the
+#'   Python package, so settings carry over between R and Python).
+#' @return An `SCVIModel` handle ([SCVIModel-class]): slot `path` holds the
+#'   model folder, slot `settings` the genes, batches, model arguments and
+#'   per-epoch training history.
+#' @references
+#' Lopez R, Regier J, Cole MB, Jordan MI, Yosef N (2018). Deep generative
+#' modeling for single-cell transcriptomics. \emph{Nature Methods} 15:1053-1058.
+#' \doi{10.1038/s41592-018-0229-2}
+#' @seealso [runSCVI()] and \code{\link{RunSCVI}()} to train and store the
+#'   latent representation in one step; [scviLatent()], [scviNormalized()],
+#'   [scviDifferentialExpression()] to use the model; [saveSCVI()],
+#'   [loadSCVI()], [listSCVI()] to keep and manage it.
 #' @export
 #' @examples
 #' if (pybridgeAvailable()) {
@@ -294,10 +370,17 @@ trainSCVI <- function(x, assay.type = "counts", batch = NULL, subset.row = NULL,
 #' handle pointing there. `loadSCVI()` opens a saved model directory, written
 #' from R or by Python's `pybridge.SCVI.save()`.
 #'
-#' @param model An `SCVIModel`.
-#' @param dir Target directory.
-#' @param overwrite Replace an existing `dir`?
-#' @return An `SCVIModel`.
+#' @param model An `SCVIModel` handle ([SCVIModel-class]).
+#' @param dir `saveSCVI()`: the folder to copy the model to (created with
+#'   its parents). `loadSCVI()`: a saved model folder, holding
+#'   `model.json` and `model.safetensors`.
+#' @param overwrite `FALSE` (default) refuses an existing `dir`; `TRUE`
+#'   replaces it.
+#' @return An `SCVIModel` handle ([SCVIModel-class]) whose `path` is `dir`
+#'   (absolute). `loadSCVI()` reads the settings from the folder; its
+#'   `settings$train` is empty.
+#' @seealso [trainSCVI()]; [listSCVI()] and [removeSCVI()] for the models
+#'   saved without `path`.
 #' @export
 #' @examples
 #' if (pybridgeAvailable()) {
@@ -420,17 +503,37 @@ loadSCVI <- function(dir) {
 #'
 #' @param x A genes x cells count matrix (matrix, dgCMatrix, DelayedMatrix), a
 #'   SummarizedExperiment or a SingleCellExperiment.
-#' @param assay.type Assay holding raw counts.
-#' @param batch `NULL`, a colData column name, or one value per cell.
-#' @param subset.row Genes to use (names, indices or logical); overrides
-#'   `ntop`.
+#' @param assay.type Assay holding the raw counts; default `"counts"`.
+#' @param batch The batch of each cell: `NULL` (default, no batch), a
+#'   colData column name, or one value per cell (see [trainSCVI()]).
+#' @param subset.row Genes to train on (names, 1-based positions or
+#'   logical); overrides `ntop`. `NULL` (default): the `ntop` most variable.
 #' @param ntop Number of most variable genes to train on when `subset.row`
-#'   is `NULL` (see Gene selection).
-#' @param path Where to save the model (see [trainSCVI()]).
-#' @param allow.non.integer Accept non-integer counts (see [trainSCVI()]).
-#' @param name reducedDim name.
-#' @param ... Model and training arguments, as for [trainSCVI()].
-#' @return `calculateSCVI()`: a matrix; `runSCVI()`: `x` with the reducedDim added.
+#'   is `NULL`; default 2000 (see Gene selection).
+#' @param path Folder to save the model in; `NULL` (default): a new folder
+#'   under `getOption("pybridge.model.dir")`, announced with a message (see
+#'   [listSCVI()]).
+#' @param allow.non.integer `FALSE` (default) refuses counts that are not
+#'   whole numbers; `TRUE` accepts them (see [trainSCVI()]).
+#' @param name Name of the reducedDim (and of the model's entry in
+#'   `metadata(x)$pybridge`); default `"scVI"`.
+#' @param ... Model and training arguments, named, with the defaults listed
+#'   in [trainSCVI()]: e.g. `n_latent` (10), `n_layers` (1),
+#'   `gene_likelihood` (`"zinb"`), `max_epochs` (`NULL`: 400 up to 20,000
+#'   cells, fewer above), `batch_size` (128), `seed` (0), `progress`.
+#' @return `calculateSCVI()`: a numeric matrix, cells x `n_latent`, with the
+#'   cell names of `x` as row names and columns `"scVI_1"`, `"scVI_2"`, ...;
+#'   attribute `"model"` holds the model handle ([SCVIModel-class]).
+#'   `runSCVI()`: `x` (a SingleCellExperiment; a SummarizedExperiment is
+#'   converted to one) with that matrix as `reducedDim(x, name)` and the
+#'   model handle in `metadata(x)$pybridge[[name]]`.
+#' @references
+#' Lopez R, Regier J, Cole MB, Jordan MI, Yosef N (2018). Deep generative
+#' modeling for single-cell transcriptomics. \emph{Nature Methods} 15:1053-1058.
+#' \doi{10.1038/s41592-018-0229-2}
+#' @seealso [trainSCVI()] for the model and training arguments and to train
+#'   on exactly the genes given; [scviLatent()] and the other functions of
+#'   the model handle; \code{\link{RunSCVI}()} for Seurat objects.
 #' @name runSCVI
 #' @aliases calculateSCVI,ANY-method
 #' @export
