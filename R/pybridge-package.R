@@ -51,6 +51,15 @@
 #' the package must be installed in the R library rpy2 uses (`R CMD INSTALL`
 #' on the source tree, or `R_LIBS` pointing at the library it is in).
 #'
+#' @references
+#' Lopez R, Regier J, Cole MB, Jordan MI, Yosef N (2018). Deep generative
+#' modeling for single-cell transcriptomics. \emph{Nature Methods} 15:1053-1058.
+#' \doi{10.1038/s41592-018-0229-2}
+#'
+#' Lopez R, Li B, Keren-Shaul H, et al. (2022). DestVI identifies continuums
+#' of cell types in spatial transcriptomics data. \emph{Nature Biotechnology}
+#' 40:1360-1369. \doi{10.1038/s41587-022-01272-8}
+#'
 #' @keywords internal
 #' @import methods
 #' @importClassesFrom Matrix dgCMatrix
