@@ -42,8 +42,8 @@
 #' if (pybridgeAvailable()) {
 #'     counts <- matrix(rpois(2000, 2), 50, 40, dimnames = list(paste0("g", 1:50), paste0("c", 1:40)))
 #'     model <- trainSCVI(counts, n_latent = 2, max_epochs = 2, path = tempfile())
-#'     model
-#'     model@settings$model$n_latent
+#'     show(model)
+#'     print(model@settings$model$n_latent)
 #'     plot(model@settings$history$loss_train, type = "l", xlab = "epoch", ylab = "loss")
 #' }
 #' @export
