@@ -309,10 +309,19 @@ setMethod("scviDifferentialExpression", "ANY", .differentialExpressionMethod)
         if (!is.null(group1)) args$group1 <- reticulate::r_to_py(as.list(as.character(group1)))
         if (!is.null(group2)) args$group2 <- as.character(group2)
     }
-    df <- .withPython(do.call(.pyModel(model)$differential_expression, c(args, extra)), input$context)
-    out <- reticulate::py_to_r(df$rename_axis("gene")$reset_index())
-    rownames(out) <- NULL
-    out
+    .withPython({
+        df <- do.call(.pyModel(model)$differential_expression, c(args, .wholeNumbersAsInteger(extra)))
+        specs <- reticulate::py_to_r(.handoff()$frame_to_columns(df$rename_axis("gene")$reset_index()))
+    }, input$context)
+    as.data.frame(.frameFromSpecs(specs, NULL), optional = TRUE)
+}
+
+# Further arguments for Python as typed there: R's whole numbers (200, not 200L) become integers.
+.wholeNumbersAsInteger <- function(args) {
+    lapply(args, function(v) {
+        whole <- is.double(v) && length(v) == 1L && !is.na(v) && v == round(v) && abs(v) < .Machine$integer.max
+        if (whole) as.integer(v) else v
+    })
 }
 
 # The further arguments of DE on minified data: no raw-count statistics, and a given change-mode pseudocount.

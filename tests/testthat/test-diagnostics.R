@@ -33,8 +33,11 @@ test_that("scviDifferentialExpression: one vs rest by group, and by cell indices
     expect_true(all(c("gene", "bayes_factor", "proba_m1", "comparison") %in% colnames(de)))
     expect_setequal(unique(de$gene), rownames(sce))
     expect_true(all(de$proba_m1 >= 0 & de$proba_m1 <= 1))
-    ch <- scviDifferentialExpression(model, sce, group1 = 1:50, group2 = 51:120, mode = "change", delta = 0.5)
+    # whole numbers as R users write them (200, not 200L); the table converts without stray warnings
+    expect_no_warning(ch <- scviDifferentialExpression(model, sce, group1 = 1:50, group2 = 51:120,
+                                                       mode = "change", delta = 0.5, n_samples_overall = 200))
     expect_identical(nrow(ch), nrow(sce))
+    expect_null(attr(ch, "pandas.index"))
     expect_true("is_de_fdr_0.05" %in% colnames(ch) || any(grepl("^is_de_fdr", colnames(ch))))
     expect_error(scviDifferentialExpression(model, sce), "groupby")
 })
