@@ -28,11 +28,27 @@
 
 .raiseWarnings <- function(recorded, context = NULL) {
     for (w in reticulate::py_to_r(recorded)) {
-        text <- if (identical(w$kind, "single_category")) .singleCategoryMessage(w$details, context)
+        text <- .rWarningMessage(w$kind, w$details, context)
         if (is.null(text)) text <- w$message
         warning(structure(class = c("pybridgeWarning", "warning", "condition"),
                           list(message = text, call = NULL, kind = w$kind, details = w$details)))
     }
+}
+
+# A recorded Python warning worded for R users, or NULL to keep Python's (language-neutral) text.
+.rWarningMessage <- function(kind, details, context) {
+    if (is.null(kind)) return(NULL)
+    switch(kind,
+           single_category = .singleCategoryMessage(details, context),
+           rare_labels = paste0(
+               "cell types with fewer than ", details$threshold, " cells in the reference's '", details$key, "': ",
+               paste0(names(details$counts), " (", unlist(details$counts), ")", collapse = ", "),
+               "; their states are poorly estimated. Merge them into broader types, or pass weight_obs = TRUE ",
+               "to up-weight rare types"),
+           batch_exceeds_cells = paste0(
+               "only ", details$n_cells, " cells to train on, fewer than one minibatch (", details$batch_size,
+               "): each epoch is one step over all of them"),
+           NULL)
 }
 
 .singleCategoryMessage <- function(details, context) {

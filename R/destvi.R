@@ -183,8 +183,8 @@
 #'
 #' A Seurat object gets the assay `"DestVI"`, whose `data` layer holds the
 #'   proportions (cell types x spots; Seurat replaces underscores in the
-#'   cell-type names by dashes). `gamma` is not kept for Seurat objects: use
-#'   a SingleCellExperiment to get it.
+#'   cell-type names by dashes); `Misc(spots, "DestVI")` holds `gamma` and
+#'   `genes` as described above for the SingleCellExperiment metadata.
 #' @references
 #' Lopez R, Li B, Keren-Shaul H, et al. (2022). DestVI identifies continuums
 #' of cell types in spatial transcriptomics data. \emph{Nature Biotechnology}
@@ -224,6 +224,7 @@ setMethod("runDestVI", .SEURAT_CLASS, function(spots, reference, labels = "cell_
     .requireSeurat()
     out <- .destvi(spots, reference, labels, assay.type, args)
     spots[["DestVI"]] <- .seuratFn("CreateAssayObject")(data = out$proportions)
+    SeuratObject::Misc(spots, slot = "DestVI") <- list(gamma = out$gamma, genes = out$genes)
     spots
 })
 

@@ -19,6 +19,8 @@ NON_FINITE = "non_finite"  # n, layer
 DUPLICATE_GENES = "duplicate_genes"  # names (the duplicated ones)
 MISSING_VALUES = "missing_values"  # key, role, positions (0-based, all), n
 SINGLE_CATEGORY = "single_category"  # key, role, category (a warning: one batch means no batch correction)
+RARE_LABELS = "rare_labels"  # key, counts ({label: n}), threshold (a warning: few cells of some types)
+BATCH_EXCEEDS_CELLS = "batch_exceeds_cells"  # batch_size, n_cells (a warning: one minibatch per epoch)
 
 MAX_LISTED = 5  # how many positions or names a message lists
 

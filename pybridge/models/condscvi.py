@@ -12,7 +12,7 @@ from pybridge.data.fields import covariate_arrays
 from pybridge.data.minified import require_counts
 from pybridge.data.registry import Registry
 from pybridge.data.setup import setup_anndata as register_anndata
-from pybridge.errors import PybridgeError
+from pybridge.errors import RARE_LABELS, PybridgeError, PybridgeWarning
 from pybridge.models._condscvi_module import CondSCVIModule
 from pybridge.models.base import BaseModel
 
@@ -50,11 +50,12 @@ def check_reference_labels(adata: AnnData, labels_key: str | None) -> None:
         )
     rare = counts[counts < MIN_CELLS_PER_TYPE_WARN]
     if len(rare):
-        warnings.warn(
+        warnings.warn(PybridgeWarning(
             f"cell types with fewer than {MIN_CELLS_PER_TYPE_WARN} cells in {labels_key!r}: {rare.to_dict()}; "
             "their expression states are poorly estimated (consider weight_obs=True or merging them)",
-            stacklevel=3,
-        )
+            kind=RARE_LABELS, key=str(labels_key), counts={str(k): int(v) for k, v in rare.items()},
+            threshold=MIN_CELLS_PER_TYPE_WARN,
+        ), stacklevel=3)
 
 
 class CondSCVI(BaseModel):

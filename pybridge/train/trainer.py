@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pybridge.errors import PybridgeError
+from pybridge.errors import BATCH_EXCEEDS_CELLS, PybridgeError, PybridgeWarning
 from pybridge.train.malloc import keep_freed_buffers_in_heap
 
 EpochCallback = Callable[[int, int, dict[str, float]], None]
@@ -104,10 +104,11 @@ class Trainer:
                 f"(use more cells or train_size=1.0)"
             )
         if batch_size > len(train_indices):
-            warnings.warn(
+            warnings.warn(PybridgeWarning(
                 f"batch_size={batch_size} exceeds the {len(train_indices)} training cells; each epoch is one "
-                f"minibatch of {len(train_indices)} cells", stacklevel=3,
-            )
+                f"minibatch of {len(train_indices)} cells",
+                kind=BATCH_EXCEEDS_CELLS, batch_size=int(batch_size), n_cells=len(train_indices),
+            ), stacklevel=3)
             batch_size = len(train_indices)
         self.module, self.store = module, store
         self.device = store.device

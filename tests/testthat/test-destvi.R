@@ -45,10 +45,24 @@ test_that("runDestVI on Seurat spots adds an Assay 'DestVI'", {
     sce <- cortex_sce(200L, 100L)
     counts <- SummarizedExperiment::assay(sce, "counts")
     spots <- SeuratObject::CreateSeuratObject(counts = counts[, 1:15])
-    # 15 spots and a rare cell type: the data are too small for DestVI, which warns (tested above)
-    out <- suppressWarnings(runDestVI(spots, sce, sc_max_epochs = 3, st_max_epochs = 3, n_latent = 2,
-                                      accelerator = "cpu", progress = FALSE))
+    # 15 spots and rare cell types: DestVI warns, in R terms (R argument syntax, no Python advice)
+    warned <- character()
+    out <- withCallingHandlers(
+        runDestVI(spots, sce, sc_max_epochs = 3, st_max_epochs = 3, n_latent = 2, accelerator = "cpu",
+                  progress = FALSE),
+        warning = function(w) {
+            warned <<- c(warned, conditionMessage(w))
+            invokeRestart("muffleWarning")
+        })
+    rare <- grep("cell types with fewer than 10 cells", warned, value = TRUE)
+    expect_length(rare, 1L)
+    expect_match(rare, "weight_obs = TRUE", fixed = TRUE)
+    expect_false(any(grepl("weight_obs=True|batch_size=", warned)))
     expect_true("DestVI" %in% SeuratObject::Assays(out))
+    kept <- SeuratObject::Misc(out, slot = "DestVI")
+    expect_setequal(names(kept$gamma), unique(as.character(sce$cell_type)))
+    expect_identical(rownames(kept$gamma[[1]]), colnames(spots))
+    expect_true(length(kept$genes) > 50L)
     props <- as.matrix(SeuratObject::GetAssayData(out, slot = "data", assay = "DestVI"))
     expect_identical(ncol(props), 15L)
     expect_identical(nrow(props), length(unique(sce$cell_type)))
