@@ -130,7 +130,7 @@ scviDiagnostics <- function(model, x, out.dir = tempfile("pybridge-report-"), tr
     }
     h5ad <- tempfile(fileext = ".h5ad")
     on.exit(unlink(h5ad), add = TRUE)
-    input$adata$write_h5ad(h5ad)
+    .withPython(input$adata$write_h5ad(h5ad), input$context)
     dir.create(out.dir, recursive = TRUE, showWarnings = FALSE)
     model.dir <- .layerModelDir(model, train.layer)
     on.exit(if (model.dir != model@path) unlink(model.dir, recursive = TRUE), add = TRUE)
@@ -154,7 +154,7 @@ scviDiagnostics <- function(model, x, out.dir = tempfile("pybridge-report-"), tr
         stop("the model was trained on layer '", layer, "', not on '", train.layer, "'; pass train.layer = '",
              layer, "'", call. = FALSE)
     }
-    copy <- .pybridgeModule()$SCVI$load(model@path)
+    copy <- .withPython(.pybridgeModule()$SCVI$load(model@path))
     reticulate::py_set_attr(copy$registry, "layer", train.layer)
     dir <- tempfile("pybridge-model-")
     copy$save(dir, overwrite = TRUE)

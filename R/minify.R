@@ -183,11 +183,11 @@ setMethod("minifySCVI", "ANY", function(model, x, assay.type = "counts", batch =
                        default_key = if (is.null(model@settings$batch_key)) "batch" else model@settings$batch_key)
     if (!is.null(b)) obs[[b$key]] <- b$values
     cells <- .orDefault(colnames(x), ncol(x))
-    .pybridgeModule("pybridge.data.minified")$minified_from_arrays(
+    .withPython(.pybridgeModule("pybridge.data.minified")$minified_from_arrays(
         SingleCellExperiment::reducedDim(x, "scvi_latent_qzm"), SingleCellExperiment::reducedDim(x, "scvi_latent_qzv"),
         .arr(as.double(x$observed_lib_size)), var_names = as.list(model@settings$genes),
         obs = .frameToPandas(obs, cells), log_normalizer = .arr(as.double(x$pybridge_log_normalizer))
-    )
+    ))
 }
 
 # Expected expression (genes x cells) at the posterior mean.
