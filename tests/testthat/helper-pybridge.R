@@ -24,8 +24,7 @@ run_python <- function(code) {
 
 # Real counts: the cortex data shipped with the Python package (3005 cells, obs$cell_type).
 cortex_sce <- function(n_cells = 400L, n_genes = 300L) {
-    ad <- reticulate::import("pybridge.data.datasets", convert = FALSE)$cortex()
-    sce <- fromAnnData(ad)
+    sce <- cortexData()
     keep <- order(-Matrix::rowSums(SummarizedExperiment::assay(sce, "counts")))[seq_len(n_genes)]
     set.seed(0)
     sce[keep, sort(sample(ncol(sce), n_cells))]
