@@ -46,7 +46,7 @@ splitCounts <- function(x, fraction = 0.5, seed = 0, assay.type = "counts") {
     folds <- .withPython(.pybridgeModule("pybridge.diagnostics.countsplit")$count_split(
         .countsToPython(parts$counts), fraction, NULL, as.integer(seed)))
     h <- .handoff()
-    for (k in 1:2) {
+    for (k in seq_len(2L)) {
         m <- .dgcFromSlots(h$csr_to_dgc_slots(reticulate::py_get_item(folds, k - 1L)), rownames(x), colnames(x))
         SummarizedExperiment::assay(x, c("fold_A", "fold_B")[k], withDimnames = FALSE) <- m
     }

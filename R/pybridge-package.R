@@ -26,7 +26,10 @@
 #'   [removeSCVI()], [minifySCVI()] (`model` first, as for the `scviX()`
 #'   functions).
 #' * Plain verbs for conversion and data preparation: [toAnnData()],
-#'   [fromAnnData()], [readH5AD()], [writeH5AD()], [splitCounts()].
+#'   [fromAnnData()], [readH5AD()], [writeH5AD()], [splitCounts()],
+#'   [simulateSpots()].
+#' * `xData()`, as Bioconductor's data packages name their datasets, for the
+#'   data shipped with the package: [cortexData()].
 #' * `xPybridge()` for the set-up: [installPybridge()], [usePybridge()],
 #'   [pybridgeAvailable()].
 #'

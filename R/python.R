@@ -74,14 +74,7 @@ installPybridge <- function(envname = "r-pybridge", python = NULL, package = NUL
     torch <- .torchBuildWanted(match.arg(torch))
     if (is.null(package)) package <- .carriedPythonPackage()
     if (is.null(python)) python <- .systemPython()
-    # R exports LD_LIBRARY_PATH with the system library directory first; a Python built
-    # elsewhere (pyenv, conda) then loads the system libpython and its ssl module breaks.
-    old_ld <- Sys.getenv("LD_LIBRARY_PATH", unset = NA)
-    Sys.unsetenv("LD_LIBRARY_PATH")
-    on.exit(if (!is.na(old_ld)) Sys.setenv(LD_LIBRARY_PATH = old_ld), add = TRUE)
-    if (!reticulate::virtualenv_exists(envname)) {
-        reticulate::virtualenv_create(envname, python = python, packages = "pip")
-    }
+    if (!reticulate::virtualenv_exists(envname)) .createVirtualenv(python, .virtualenvDir(envname))
     venv_python <- reticulate::virtualenv_python(envname)
     .installTorch(venv_python, torch, torch_version, torch_index, pip_options)
     .removeDistribution(venv_python, "pybridge")
@@ -135,12 +128,31 @@ installPybridge <- function(envname = "r-pybridge", python = NULL, package = NUL
     build
 }
 
-# Python subprocesses of installPybridge() see only the environment's own packages.
-.NO_PYTHONPATH <- "PYTHONPATH="
+# The environment of installPybridge()'s Python subprocesses: no PYTHONPATH, so they see only the
+# virtualenv's own packages, and no LD_LIBRARY_PATH: R exports it with the system library directory
+# first, and a Python built elsewhere (pyenv, conda) then loads the system libpython and its ssl
+# module breaks. R's own environment is left as it is.
+.PYTHON_ENV <- c("PYTHONPATH=", "LD_LIBRARY_PATH=")
+
+# Where reticulate keeps the virtualenv `envname` (a name under virtualenv_root(), or a path).
+.virtualenvDir <- function(envname) {
+    if (grepl("/", envname, fixed = TRUE)) path.expand(envname) else file.path(reticulate::virtualenv_root(), envname)
+}
+
+.createVirtualenv <- function(python, dir) {
+    dir.create(dirname(dir), recursive = TRUE, showWarnings = FALSE)
+    status <- system2(python, c("-m", "venv", shQuote(dir)), env = .PYTHON_ENV)
+    if (status != 0) {
+        stop("could not create a virtual environment in ", dir, " with ", python, " (exit status ", status,
+             "). Fix: install Python's venv module (e.g. apt-get install python3-venv) or pass ",
+             "installPybridge(python = \"/path/to/python3\")", call. = FALSE)
+    }
+    invisible()
+}
 
 # Run pip in `python`; an R error with pip's exit status when it fails.
 .pip <- function(python, args) {
-    status <- system2(python, c("-m", "pip", "--disable-pip-version-check", shQuote(args)), env = .NO_PYTHONPATH)
+    status <- system2(python, c("-m", "pip", "--disable-pip-version-check", shQuote(args)), env = .PYTHON_ENV)
     if (status != 0) {
         stop("pip failed (exit status ", status, "): ", python, " -m pip ", paste(args, collapse = " "),
              ". pip's output above names the cause; fix it and run installPybridge() again", call. = FALSE)
@@ -150,7 +162,7 @@ installPybridge <- function(envname = "r-pybridge", python = NULL, package = NUL
 
 # Output lines of a Python snippet run in `python`.
 .pythonLines <- function(python, code) {
-    suppressWarnings(system2(python, c("-c", shQuote(code)), stdout = TRUE, stderr = FALSE, env = .NO_PYTHONPATH))
+    suppressWarnings(system2(python, c("-c", shQuote(code)), stdout = TRUE, stderr = FALSE, env = .PYTHON_ENV))
 }
 
 # The torch in `python`: list(version, cuda) (cuda NA for a CPU build), or NULL when absent.
@@ -198,7 +210,7 @@ installPybridge <- function(envname = "r-pybridge", python = NULL, package = NUL
     on.exit(unlink(report), add = TRUE)
     status <- system2(python, c("-m", "pip", "--disable-pip-version-check", "install", "--dry-run", "--quiet",
                                 "--no-index", "--no-deps", "--ignore-installed", "--report", report,
-                                shQuote(requirement)), stdout = FALSE, stderr = FALSE, env = .NO_PYTHONPATH)
+                                shQuote(requirement)), stdout = FALSE, stderr = FALSE, env = .PYTHON_ENV)
     if (status != 0 || !file.exists(report)) return(NULL)
     found <- .pythonLines(python, sprintf(paste0(
         "import json; r = json.load(open(%s)); ",

@@ -1,6 +1,6 @@
 # Seurat helpers that work with SeuratObject 4 and 5.
 
-# Layer (Seurat 4: slot) `layer` of the active assay.
+# Layer (Seurat 4: slot) `layer` of the active assay of a Seurat object, or of an assay.
 seurat_layer <- function(object, layer) {
     if (utils::packageVersion("SeuratObject") >= "5.0.0") return(SeuratObject::LayerData(object, layer = layer))
     SeuratObject::GetAssayData(object, slot = layer)

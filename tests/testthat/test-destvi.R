@@ -63,7 +63,7 @@ test_that("runDestVI on Seurat spots adds an Assay 'DestVI'", {
     expect_setequal(names(kept$gamma), unique(as.character(sce$cell_type)))
     expect_identical(rownames(kept$gamma[[1]]), colnames(spots))
     expect_true(length(kept$genes) > 50L)
-    props <- as.matrix(SeuratObject::GetAssayData(out, slot = "data", assay = "DestVI"))
+    props <- as.matrix(seurat_layer(out[["DestVI"]], "data"))
     expect_identical(ncol(props), 15L)
     expect_identical(nrow(props), length(unique(sce$cell_type)))
     expect_equal(unname(colSums(props)), rep(1, 15), tolerance = 1e-5)
