@@ -31,6 +31,8 @@
 #'   epochs, 400 by default); with a validation set
 #'   (`train_size < 1`, the default 0.9) also `loss_validation` and the
 #'   validation terms (`*_validation`).
+#' @return `show()` prints the summary and returns `NULL` invisibly; objects
+#'   of the class come from [trainSCVI()], [loadSCVI()] and [saveSCVI()].
 #' @references
 #' Lopez R, Regier J, Cole MB, Jordan MI, Yosef N (2018). Deep generative
 #' modeling for single-cell transcriptomics. \emph{Nature Methods} 15:1053-1058.
