@@ -11,7 +11,7 @@ test_that("cortexData returns the shipped counts as a SingleCellExperiment or Se
     skip_if_not_installed("SeuratObject")
     obj <- cortexData("seurat")
     expect_s4_class(obj, "Seurat")
-    expect_identical(ncol(obj), 3005L)
+    expect_equal(ncol(obj), 3005)  # a double on SeuratObject 5
 })
 
 test_that("simulateSpots: spots with known shares of cells, a disjoint reference, reproducible", {
