@@ -42,7 +42,7 @@ r-test: r-install
 
 # R CMD build copies the whole source tree before applying .Rbuildignore (GBs of venvs here),
 # so build from a staged copy of just the R package's files.
-R_PKG_FILES := DESCRIPTION NAMESPACE .Rbuildignore LICENSE R man vignettes tests/testthat.R tests/testthat
+R_PKG_FILES := DESCRIPTION NAMESPACE NEWS.md .Rbuildignore LICENSE R man vignettes tests/testthat.R tests/testthat
 
 # The Python sdist (distribution pybridge-sc), built offline with the venv's setuptools; the R package
 # carries it, so its version must be the R package's.
