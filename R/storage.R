@@ -11,9 +11,10 @@
     path.expand(dir)
 }
 
+# A new folder name under .modelDir(); tempfile() makes the suffix unique without drawing from (and so
+# changing) the user's random number stream, as sample() would.
 .defaultModelDir <- function() {
-    file.path(.modelDir(), paste0("scvi-", format(Sys.time(), "%Y%m%d-%H%M%S"), "-",
-                                  paste(sample(c(letters, 0:9), 6, TRUE), collapse = "")))
+    file.path(.modelDir(), basename(tempfile(paste0("scvi-", format(Sys.time(), "%Y%m%d-%H%M%S"), "-"))))
 }
 
 .isModelDir <- function(path) {

@@ -12,7 +12,10 @@ test_that("models trained without path go to the model folder, announced; listSC
         expect_message(m1 <- trainSCVI(counts, n_hidden = 8, max_epochs = 1, batch_size = 32, progress = FALSE),
                        "scVI model saved to .*listSCVI\\(\\).*removeSCVI\\(\\)")
         expect_identical(dirname(m1@path), normalizePath(dir))
+        set.seed(42)
+        seed <- .Random.seed
         m2 <- suppressMessages(trainSCVI(counts, n_hidden = 8, max_epochs = 1, batch_size = 32, progress = FALSE))
+        expect_identical(.Random.seed, seed)  # naming the folder leaves the user's random stream alone
         dir.create(file.path(dir, "not-a-model"))
         saved <- listSCVI()
         expect_identical(saved$path, c(m1@path, m2@path)[order(file.mtime(file.path(c(m1@path, m2@path),
