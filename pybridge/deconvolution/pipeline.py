@@ -11,6 +11,7 @@ from anndata import AnnData
 from pybridge.errors import PybridgeError
 from pybridge.models.condscvi import CondSCVI
 from pybridge.models.destvi import DestVI, shared_genes
+from pybridge.train.trainer import EpochCallback
 
 
 @dataclass
@@ -43,7 +44,7 @@ def run_destvi(
     cell_fractions: bool = False,
     accelerator: str = "auto",
     seed: int = 0,
-    progress: bool | None = None,
+    progress: bool | EpochCallback | None = None,
 ) -> DeconvolutionResult:
     """Train CondSCVI on ``reference`` and DestVI on ``spots`` over their shared genes.
 

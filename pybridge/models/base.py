@@ -22,7 +22,7 @@ from pybridge.errors import PybridgeError
 from pybridge.io.model_dir import load_model_dir, save_model_dir
 from pybridge.train import distributed
 from pybridge.train.device import resolve_device
-from pybridge.train.trainer import Trainer, default_max_epochs, evaluate_loss, split_indices
+from pybridge.train.trainer import EpochCallback, Trainer, default_max_epochs, evaluate_loss, split_indices
 
 DEFAULT_CHUNK = 1024
 
@@ -145,7 +145,7 @@ class BaseModel:
         accelerator: str = "auto",
         device: int | str | None = None,
         seed: int = 0,
-        progress: bool | None = None,
+        progress: bool | EpochCallback | None = None,
         strategy: str = "auto",
     ) -> None:
         """Train with Adam and KL warm-up; per-epoch train and validation ELBO go to ``self.history``.

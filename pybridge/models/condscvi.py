@@ -15,6 +15,7 @@ from pybridge.data.setup import setup_anndata as register_anndata
 from pybridge.errors import RARE_LABELS, PybridgeError, PybridgeWarning
 from pybridge.models._condscvi_module import CondSCVIModule
 from pybridge.models.base import BaseModel
+from pybridge.train.trainer import EpochCallback
 
 MIN_CELLS_PER_TYPE_WARN = 10
 MIN_CELLS_PER_TYPE = 2
@@ -119,7 +120,7 @@ class CondSCVI(BaseModel):
         n_epochs_kl_warmup: int | None = 400,
         accelerator: str = "auto",
         seed: int = 0,
-        progress: bool | None = None,
+        progress: bool | EpochCallback | None = None,
         **kwargs,
     ) -> None:
         """Train with the scvi-tools CondSCVI defaults (300 epochs, lr 1e-3, all cells, KL warm-up 400)."""

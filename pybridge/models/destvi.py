@@ -18,6 +18,7 @@ from pybridge.errors import PybridgeError
 from pybridge.models._destvi_module import AMORTIZATIONS, Amortization, DestVIModule
 from pybridge.models.base import BaseModel
 from pybridge.models.condscvi import CondSCVI
+from pybridge.train.trainer import EpochCallback
 
 MIN_SHARED_GENES = 50
 MIN_RELIABLE_SPOTS = 50
@@ -198,7 +199,7 @@ class DestVI(BaseModel):
         eps: float = 0.01,
         accelerator: str = "auto",
         seed: int = 0,
-        progress: bool | None = None,
+        progress: bool | EpochCallback | None = None,
     ) -> None:
         """MAP training on all spots.
 
