@@ -31,6 +31,12 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_model_dir(
     dir_path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict, overwrite: bool = False
 ) -> Path:
@@ -47,6 +53,10 @@ def save_model_dir(
             json.dump(meta, fh, indent=1)
             fh.flush()
             os.fsync(fh.fileno())
+        mask = _umask()  # mkdtemp makes 0o700; give the modes a plain mkdir/open would
+        for f in (staging / WEIGHTS, staging / META):
+            os.chmod(f, 0o666 & ~mask)
+        os.chmod(staging, 0o777 & ~mask)
         if target.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
             os.replace(target, retired / target.name)
