@@ -94,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
     from pybridge.models.scvi import SCVI
     from pybridge.train import distributed
 
+    if Path(args.output).exists() and not args.overwrite:
+        raise PybridgeError(f"{args.output} exists; pass --overwrite to replace it")
     adata = _open_data(args)
     model = SCVI(
         adata, n_hidden=args.n_hidden, n_latent=args.n_latent, n_layers=args.n_layers,
@@ -116,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     history = model.history
     summary = f"trained {history and len(history['elbo_train'])} epochs on {adata.n_obs} cells x {adata.n_vars} genes"
     if history.get("elbo_validation"):
-        summary += f"; validation ELBO {history['elbo_validation'][-1]:.2f} per cell"
+        # history holds the loss (negative ELBO); print the ELBO with get_elbo()'s sign
+        summary += f"; validation ELBO {-history['elbo_validation'][-1]:.2f} per cell (higher is better)"
     print(f"{summary}; model in {args.output}, latent in {latent_path}", file=sys.stderr)
     return 0

@@ -65,3 +65,18 @@ def test_backed_training_and_its_errors(small_adata, tmp_path, capsys):
     assert "--backed reads .h5ad or .zarr" in capsys.readouterr().err
     assert main(["train", str(data), "--output", str(tmp_path / "m4"), "--buffer-cells", "10"]) == 2
     assert "--buffer-cells only applies with --backed" in capsys.readouterr().err
+
+
+def test_train_refuses_existing_output_and_prints_elbo_with_get_elbo_sign(small_adata, tmp_path, capsys):
+    data = tmp_path / "in.h5ad"
+    small_adata.write_h5ad(data)
+    out = tmp_path / "model"
+    args = ["train", str(data), "--output", str(out), "--max-epochs", "2", "--n-latent", "3", "--no-progress",
+            "--train-size", "0.8"]
+    assert main(args) == 0
+    line = capsys.readouterr().err
+    elbo = float(line.split("validation ELBO ")[1].split()[0])
+    assert elbo < 0
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert str(out) in err and "--overwrite" in err and "overwrite=True" not in err
