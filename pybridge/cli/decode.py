@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pybridge.cli.io import read_input, write_h5ad
+from pybridge.cli.io import read_input, refuse_existing, write_h5ad
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -18,6 +18,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("model_dir", help="directory written by `pybridge train` or model.save()")
     p.add_argument("input", help="cells to decode: .h5ad or .rds with the model's genes (any order)")
     p.add_argument("--output", "-o", required=True, help=".h5ad file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
     p.add_argument("--genes", nargs="+", default=None, metavar="GENE", help="gene names to decode (default: all)")
     p.add_argument("--library-size", default="1", help="scale of the expression: a number (default 1: "
                    "frequencies) or 'latent' for each cell's own library size")
@@ -32,6 +33,7 @@ def _library_size(value: str) -> float | str:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_existing(args.overwrite, args.output)
     import anndata
 
     from pybridge.models.scvi import SCVI

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pybridge.cli.io import read_input, write_h5ad
+from pybridge.cli.io import read_input, refuse_existing, write_h5ad
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--reference", required=True, help="single cells x genes raw counts with cell types (.h5ad/.rds)")
     p.add_argument("--spots", required=True, help="spots x genes raw counts (.h5ad/.rds)")
     p.add_argument("--output", "-o", required=True, help=".h5ad to write (the spots plus the results)")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
     p.add_argument("--labels-key", default="cell_type", help="reference obs column with cell types (default cell_type)")
     p.add_argument("--reference-layer", default=None, help="reference layer with raw counts (default: X)")
     p.add_argument("--spots-layer", default=None, help="spots layer with raw counts (default: X)")
@@ -48,6 +49,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from pybridge.deconvolution.pipeline import run_destvi
+    refuse_existing(args.overwrite, args.output, args.model_dir, args.model_dir and str(Path(args.model_dir)) + "_sc")
 
     spots = read_input(args.spots)
     reference = read_input(args.reference)

@@ -28,6 +28,13 @@ def read_input(path: str) -> AnnData:
     raise PybridgeError(f"{path}: expected an .h5ad or .rds file, not {suffix or '(no extension)'!r}")
 
 
+def refuse_existing(overwrite: bool, *paths: str | None) -> None:
+    """Refuse, before any work, an output that exists unless ``--overwrite`` was given."""
+    for path in paths:
+        if path and Path(path).exists() and not overwrite:
+            raise PybridgeError(f"{path} exists; pass --overwrite to replace it")
+
+
 def write_h5ad(adata: AnnData, path: str, overwrite: bool = True) -> None:
     """Write ``adata`` atomically (to a temporary name, then renamed)."""
     target = Path(path)

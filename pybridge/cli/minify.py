@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pybridge.cli.io import read_input, write_h5ad
+from pybridge.cli.io import read_input, refuse_existing, write_h5ad
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -21,6 +21,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("model_dir", help="directory written by `pybridge train` or model.save()")
     p.add_argument("input", help="cells with counts: .h5ad or .rds with the model's genes (any order)")
     p.add_argument("--output", "-o", required=True, help="minified .h5ad to write")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
     p.add_argument("--accelerator", choices=["auto", "cpu", "gpu", "cuda"], default="auto", help="default auto")
     return p
 
@@ -28,6 +29,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pybridge.data.minified import payload_bytes_per_cell
     from pybridge.models.scvi import SCVI
+    refuse_existing(args.overwrite, args.output)
 
     adata = read_input(args.input)
     model = SCVI.load(args.model_dir, adata=adata, accelerator=args.accelerator)

@@ -80,3 +80,16 @@ def test_train_refuses_existing_output_and_prints_elbo_with_get_elbo_sign(small_
     assert main(args) == 2
     err = capsys.readouterr().err
     assert str(out) in err and "--overwrite" in err and "overwrite=True" not in err
+
+
+def test_commands_refuse_existing_output_without_overwrite(tmp_path, capsys):
+    out = tmp_path / "out.h5ad"
+    out.write_bytes(b"keep me")
+    model, data = str(tmp_path / "model"), str(tmp_path / "in.h5ad")
+    for argv in (["minify", model, data, "--output", str(out)],
+                 ["decode", model, data, "--output", str(out)],
+                 ["deconvolve", "--reference", data, "--spots", data, "--output", str(out)]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert str(out) in err and "--overwrite" in err and len(err.splitlines()) == 1, err
+    assert out.read_bytes() == b"keep me"

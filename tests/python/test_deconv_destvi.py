@@ -200,7 +200,8 @@ def test_cli_deconvolve(cortex_small, tmp_path, capsys):
     np.testing.assert_allclose(props.sum(1), 1.0, rtol=1e-5)
     # swapped inputs: one clear line, exit code 2
     code = cli_main(["deconvolve", "--reference", str(tmp_path / "spots.h5ad"), "--spots", str(tmp_path / "ref.h5ad"),
-                     "--output", str(out), "--sc-max-epochs", "1", "--st-max-epochs", "1", "--no-progress"])
+                     "--output", str(out), "--sc-max-epochs", "1", "--st-max-epochs", "1", "--no-progress",
+                     "--overwrite"])
     assert code == 2
     assert "look swapped" in capsys.readouterr().err
 
