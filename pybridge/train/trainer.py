@@ -1,8 +1,9 @@
 """The one training loop shared by every pybridge model (no Lightning).
 
 Adam with scvi-tools' defaults, linear KL warm-up, a random train/validation split, a validation ELBO every
-epoch into ``history``, optional early stopping and a tqdm progress bar on stderr (or, instead, a callback per epoch
-for hosts whose stderr nobody sees, such as R under Rscript or knitr). Minibatches come from a
+epoch into ``history``, optional early stopping, and progress where people look (:mod:`pybridge.train.progress`:
+a bar in a terminal or notebook, plain lines in logs, or a callback per epoch for hosts whose stderr nobody sees,
+such as R under Rscript or knitr). Minibatches come from a
 store (:mod:`pybridge.data.stores`); data-parallel training wraps the module and averages the metrics
 (:mod:`pybridge.train.distributed`), through the same loop.
 """
@@ -10,18 +11,15 @@ store (:mod:`pybridge.data.stores`); data-parallel training wraps the module and
 from __future__ import annotations
 
 import math
-import sys
 import warnings
 from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from pybridge.errors import BATCH_EXCEEDS_CELLS, PybridgeError, PybridgeWarning
 from pybridge.train.malloc import keep_freed_buffers_in_heap
-
-EpochCallback = Callable[[int, int, dict[str, float]], None]
+from pybridge.train.progress import EpochCallback, open_display
 
 MIN_LAST_BATCH = 3  # BatchNorm needs more than one cell; tiny trailing minibatches are dropped
 
@@ -77,8 +75,9 @@ class Trainer:
 
     ``train_indices`` / ``validation_indices`` are positions within ``store``. ``sync`` (data-parallel training)
     turns this process's per-epoch metrics into the job's, so that every rank records and stops alike.
-    ``progress``: ``None`` shows a tqdm bar when stderr is a terminal, ``True``/``False`` forces it, and a
-    callable ``progress(epoch, max_epochs, record)`` is called after each epoch (1-based) instead of the bar.
+    ``progress``: ``None`` (or ``True``) shows progress as fits where stderr is seen (a bar in a terminal or a
+    notebook, a line every tenth of the epochs elsewhere), ``False`` hides it, and a callable
+    ``progress(epoch, max_epochs, record)`` is called after each epoch (1-based) instead.
     """
 
     def __init__(
@@ -120,8 +119,7 @@ class Trainer:
         self.n_epochs_kl_warmup = n_epochs_kl_warmup
         self.early_stopping = early_stopping and len(validation_indices) > 0
         self.patience = early_stopping_patience
-        self.on_epoch = progress if callable(progress) else None
-        self.progress = self.on_epoch is None and (sys.stderr.isatty() if progress is None else bool(progress))
+        self.progress = progress
         self.sync = sync
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         torch.manual_seed(seed)
@@ -179,30 +177,29 @@ class Trainer:
         history = {} if history is None else history
         start_epoch = len(history.get("elbo_train", []))
         best, since_best = math.inf, 0
-        bar = tqdm(range(max_epochs), disable=not self.progress, file=sys.stderr, desc="Training", unit="epoch")
-        for step in bar:
-            kl_weight = kl_weight_at(start_epoch + step, self.n_epochs_kl_warmup)
-            record = {f"{k}_train": v for k, v in self._train_epoch(kl_weight).items()}
-            record["kl_weight"] = kl_weight
-            if len(self.val_idx):
-                record.update({f"{k}_validation": v for k, v in self.evaluate(self.val_idx).items()})
-            if self.sync is not None:
-                record = self.sync(record)
-            for key, value in record.items():
-                history.setdefault(key, []).append(value)
-            shown = record.get("elbo_validation", record["elbo_train"])
-            if self.on_epoch is not None:
-                self.on_epoch(step + 1, max_epochs, record)
-            bar.set_postfix_str(f"elbo={record['elbo_train']:.1f}" + (
-                f" val={shown:.1f}" if "elbo_validation" in record else ""))
-            if self.early_stopping:
-                if shown < best:
-                    best, since_best = shown, 0
-                else:
-                    since_best += 1
-                if since_best >= self.patience:
-                    break
-        bar.close()
+        display = open_display(self.progress, max_epochs)
+        try:
+            for step in range(max_epochs):
+                kl_weight = kl_weight_at(start_epoch + step, self.n_epochs_kl_warmup)
+                record = {f"{k}_train": v for k, v in self._train_epoch(kl_weight).items()}
+                record["kl_weight"] = kl_weight
+                if len(self.val_idx):
+                    record.update({f"{k}_validation": v for k, v in self.evaluate(self.val_idx).items()})
+                if self.sync is not None:
+                    record = self.sync(record)
+                for key, value in record.items():
+                    history.setdefault(key, []).append(value)
+                display.update(step + 1, record)
+                if self.early_stopping:
+                    shown = record.get("elbo_validation", record["elbo_train"])
+                    if shown < best:
+                        best, since_best = shown, 0
+                    else:
+                        since_best += 1
+                    if since_best >= self.patience:
+                        break
+        finally:
+            display.close()
         self.module.eval()
         return history
 
