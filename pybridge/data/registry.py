@@ -48,6 +48,26 @@ class Registry:
     def layer_name(self) -> str:
         return "adata.X" if self.layer is None else f'adata.layers["{self.layer}"]'
 
+    def describe(self) -> str:
+        """A readable summary: the counts' layer, each registered obs column with its categories, the genes."""
+
+        def categories(values: list[str]) -> str:
+            shown = ", ".join(values[:8]) + (f", ... ({len(values)} in all)" if len(values) > 8 else "")
+            return f"{len(values)} categories: {shown}"
+
+        lines = [f"counts: {self.layer_name}" + (" (non-integer allowed)" if self.allow_non_integer else "")]
+        if self.batch_key is not None:
+            lines.append(f"batch: obs[{self.batch_key!r}], {categories(self.batch_categories)}")
+        if self.labels_key is not None:
+            lines.append(f"labels: obs[{self.labels_key!r}], {categories(self.label_categories)}")
+        for key in self.categorical_covariate_keys:
+            lines.append(f"categorical covariate: obs[{key!r}], {categories(self.covariate_categories[key])}")
+        for key in self.continuous_covariate_keys:
+            lines.append(f"continuous covariate: obs[{key!r}]")
+        genes = ", ".join(self.var_names[:5]) + (", ..." if len(self.var_names) > 5 else "")
+        lines.append(f"genes: {len(self.var_names)} ({genes})")
+        return "\n".join(lines)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import anndata
 import numpy as np
+import pandas as pd
 import torch
 from anndata import AnnData
 
@@ -22,6 +24,7 @@ from pybridge.errors import PybridgeError
 from pybridge.io.model_dir import load_model_dir, save_model_dir
 from pybridge.train import distributed
 from pybridge.train.device import resolve_device
+from pybridge.train.options import device_for, translate_train_kwargs
 from pybridge.train.trainer import EpochCallback, Trainer, default_max_epochs, evaluate_loss, split_indices
 
 DEFAULT_CHUNK = 1024
@@ -39,7 +42,7 @@ class BaseModel:
     def __init__(self, adata: AnnData | None, registry: Registry | None = None):
         self.adata = adata
         self.registry = registry if registry is not None else registry_of(adata)
-        self.history: dict[str, list[float]] = {}
+        self._epoch_metrics: dict[str, list[float | None]] = {}
         self.train_indices: np.ndarray | None = None
         self.validation_indices: np.ndarray | None = None
         self.is_trained = False
@@ -138,22 +141,48 @@ class BaseModel:
         validation_size: float | None = None,
         early_stopping: bool = False,
         early_stopping_patience: int = 45,
+        early_stopping_monitor: str = "elbo_validation",
+        early_stopping_min_delta: float = 0.0,
+        early_stopping_warmup_epochs: int = 0,
+        validation_every: int = 1,
         lr: float = 1e-3,
         weight_decay: float = 1e-6,
         eps: float = 0.01,
         n_epochs_kl_warmup: int | None = 400,
+        max_kl_weight: float = 1.0,
         accelerator: str = "auto",
+        devices: int | str | list[int] = "auto",
         device: int | str | None = None,
         seed: int = 0,
         progress: bool | EpochCallback | None = None,
         strategy: str = "auto",
+        plan_kwargs: dict[str, Any] | None = None,
+        **trainer_kwargs: Any,
     ) -> None:
-        """Train with Adam and KL warm-up; per-epoch train and validation ELBO go to ``self.history``.
+        """Train with Adam and KL warm-up; per-epoch train and validation losses go to ``self.history``.
+
+        The validation loss is computed every ``validation_every`` epochs (scvi-tools: ``check_val_every_n_epoch``).
+        Early stopping watches ``early_stopping_monitor`` and stops after ``early_stopping_patience`` checks
+        without an improvement larger than ``early_stopping_min_delta``, counted once ``early_stopping_warmup_epochs``
+        have passed. scvi-tools' keywords (``enable_progress_bar``, ``check_val_every_n_epoch``, ``devices``,
+        ``plan_kwargs={"lr": ...}``) are mapped onto these; the ones without a counterpart are refused by name
+        (:mod:`pybridge.train.options`).
 
         ``strategy="auto"`` trains data-parallel when the process was launched by torchrun and in this process
         otherwise (``"ddp"`` / ``"single"`` force one or the other); both run the same loop, checks, early
         stopping and history.
         """
+        arguments = locals()
+        options = {name: arguments[name] for name in _TRAIN_DEFAULTS}
+        options.update(translate_train_kwargs(trainer_kwargs, plan_kwargs, options, _TRAIN_DEFAULTS))
+        options["device"] = device_for(devices, options["device"])
+        self._fit(**options)
+
+    def _fit(
+        self, max_epochs, batch_size, train_size, validation_size, accelerator, device, seed, progress, strategy,
+        **trainer_options,
+    ) -> None:
+        """The training run behind :meth:`train`, with scvi-tools' keywords already translated."""
         adata = self._adata(None)
         require_counts(adata, f"{type(self).__name__}.train")
         ctx = distributed.context_for(strategy, accelerator)
@@ -179,12 +208,35 @@ class BaseModel:
             progress = ctx.is_main and progress
         trainer = Trainer(
             module, make_store(adata, self.registry, self.device, rows, likelihood=True), train_idx, val_idx,
-            batch_size=batch_size, lr=lr, weight_decay=weight_decay, eps=eps, n_epochs_kl_warmup=n_epochs_kl_warmup,
-            early_stopping=early_stopping, early_stopping_patience=early_stopping_patience,
-            progress=progress, seed=seed, sync=sync,
+            batch_size=batch_size, progress=progress, seed=seed, sync=sync, **trainer_options,
         )
-        self.history = trainer.fit(max_epochs, self.history)
+        self._epoch_metrics = trainer.fit(max_epochs, self._epoch_metrics)
         self.is_trained = True
+
+    @property
+    def history(self) -> dict[str, pd.DataFrame]:
+        """Per-epoch metrics as in scvi-tools: one DataFrame per metric, indexed by ``epoch`` (from 0), with one
+        column named like the metric. ``elbo_*`` hold the loss (negative ELBO per cell, lower is better);
+        validation metrics exist for the epochs that were validated."""
+        return {key: _metric_frame(key, values) for key, values in self._epoch_metrics.items()}
+
+    def view_anndata_setup(self, adata: AnnData | None = None) -> None:
+        """Print what ``setup_anndata`` recorded: layer, obs columns, their categories, genes (scvi-tools API)."""
+        registry = self.registry if adata is None else registry_of(adata)
+        print(registry.describe())
+
+    @property
+    def summary_stats(self) -> dict[str, int | None]:
+        """Counts of cells, genes, batches, labels and covariates, under scvi-tools' names (``n_cells`` is None
+        for a model loaded without data)."""
+        return {
+            "n_cells": None if self.adata is None else int(self.adata.n_obs),
+            "n_vars": len(self.registry.var_names),
+            "n_batch": self.registry.n_batch,
+            "n_labels": self.registry.n_labels,
+            "n_extra_categorical_covs": len(self.registry.categorical_covariate_keys),
+            "n_extra_continuous_covs": len(self.registry.continuous_covariate_keys),
+        }
 
     # ---- persistence -----------------------------------------------------------------------------------
     def _metadata(self) -> dict:
@@ -193,7 +245,7 @@ class BaseModel:
             "model_class": type(self).__name__,
             "init_params": self._init_params,
             "registry": self.registry.__dict__,
-            "history": self.history,
+            "history": self._epoch_metrics,
             "is_trained": self.is_trained,
             "train_indices": None if self.train_indices is None else self.train_indices.tolist(),
             "validation_indices": None if self.validation_indices is None else self.validation_indices.tolist(),
@@ -225,7 +277,7 @@ class BaseModel:
             dir_path, tensors, Registry.from_dict(meta["registry"]), meta["init_params"], adata,
             resolve_device(accelerator, device), meta.get("is_trained", True),
         )
-        model.history = meta.get("history", {})
+        model._epoch_metrics = meta.get("history", {})
         for attr in ("train_indices", "validation_indices"):
             if meta.get(attr) is not None:
                 setattr(model, attr, np.asarray(meta[attr], dtype=np.int64))
@@ -263,6 +315,18 @@ class BaseModel:
         params = ", ".join(f"{k}={v!r}" for k, v in self._init_params.items())
         state = "trained" if self.is_trained else "untrained"
         return f"{type(self).__name__}({params}) [{state}, {len(self.registry.var_names)} genes]"
+
+
+_TRAIN_DEFAULTS = {
+    name: p.default for name, p in inspect.signature(BaseModel.train).parameters.items()
+    if p.default is not inspect.Parameter.empty and name not in ("devices", "plan_kwargs")
+}
+
+
+def _metric_frame(key: str, values: list[float | None]) -> pd.DataFrame:
+    """scvi-tools' history layout: the epochs with a value, as index ``epoch``, and one column ``key``."""
+    epochs = [epoch for epoch, value in enumerate(values) if value is not None]
+    return pd.DataFrame({key: [values[e] for e in epochs]}, index=pd.Index(epochs, name="epoch"), dtype=float)
 
 
 def _check_genes(adata: AnnData, registry: Registry, source) -> None:

@@ -200,8 +200,9 @@ class DestVI(BaseModel):
         accelerator: str = "auto",
         seed: int = 0,
         progress: bool | EpochCallback | None = None,
+        **kwargs,
     ) -> None:
-        """MAP training on all spots.
+        """MAP training on all spots (further keywords as for :meth:`pybridge.SCVI.train`).
 
         ``batch_size=None`` uses min(128, max(4, n_spots // 10)): with minibatches close to the number of spots
         DestVI takes too few gradient steps and under-fits (scvi-tools blog, 2022; the batch-size comparison is in
@@ -220,6 +221,7 @@ class DestVI(BaseModel):
         super().train(
             max_epochs=max_epochs, batch_size=batch_size, train_size=1.0, lr=lr, weight_decay=weight_decay,
             eps=eps, n_epochs_kl_warmup=n_epochs_kl_warmup, accelerator=accelerator, seed=seed, progress=progress,
+            **kwargs,
         )
 
     @torch.inference_mode()

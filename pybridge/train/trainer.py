@@ -91,12 +91,20 @@ class Trainer:
         weight_decay: float = 1e-6,
         eps: float = 0.01,
         n_epochs_kl_warmup: int | None = 400,
+        max_kl_weight: float = 1.0,
+        validation_every: int = 1,
         early_stopping: bool = False,
         early_stopping_patience: int = 45,
+        early_stopping_monitor: str = "elbo_validation",
+        early_stopping_min_delta: float = 0.0,
+        early_stopping_warmup_epochs: int = 0,
         progress: bool | EpochCallback | None = None,
         seed: int = 0,
         sync: Callable[[dict[str, float]], dict[str, float]] | None = None,
     ):
+        if int(validation_every) != validation_every or validation_every < 1:
+            raise PybridgeError(f"validation_every (check_val_every_n_epoch) must be a whole number >= 1, "
+                                f"got {validation_every!r}")
         if len(train_indices) < MIN_LAST_BATCH:
             raise PybridgeError(
                 f"only {len(train_indices)} training cells; at least {MIN_LAST_BATCH} are needed "
@@ -116,9 +124,11 @@ class Trainer:
         self.batch_size = batch_size
         params = [p for p in module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=lr, eps=eps, weight_decay=weight_decay, fused=True)
-        self.n_epochs_kl_warmup = n_epochs_kl_warmup
-        self.early_stopping = early_stopping and len(validation_indices) > 0
-        self.patience = early_stopping_patience
+        self.n_epochs_kl_warmup, self.max_kl_weight = n_epochs_kl_warmup, max_kl_weight
+        self.validation_every = int(validation_every)
+        self.stopper = EarlyStopping(
+            early_stopping_monitor, early_stopping_patience, early_stopping_min_delta, early_stopping_warmup_epochs
+        ) if early_stopping and len(validation_indices) > 0 else None
         self.progress = progress
         self.sync = sync
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -176,32 +186,55 @@ class Trainer:
             keep_freed_buffers_in_heap()
         history = {} if history is None else history
         start_epoch = len(history.get("elbo_train", []))
-        best, since_best = math.inf, 0
         display = open_display(self.progress, max_epochs)
         try:
             for step in range(max_epochs):
-                kl_weight = kl_weight_at(start_epoch + step, self.n_epochs_kl_warmup)
+                epoch = start_epoch + step
+                kl_weight = kl_weight_at(epoch, self.n_epochs_kl_warmup, self.max_kl_weight)
                 record = {f"{k}_train": v for k, v in self._train_epoch(kl_weight).items()}
                 record["kl_weight"] = kl_weight
-                if len(self.val_idx):
+                if len(self.val_idx) and (epoch + 1) % self.validation_every == 0:
                     record.update({f"{k}_validation": v for k, v in self.evaluate(self.val_idx).items()})
                 if self.sync is not None:
                     record = self.sync(record)
-                for key, value in record.items():
-                    history.setdefault(key, []).append(value)
+                _append(history, record, epoch)
                 display.update(step + 1, record)
-                if self.early_stopping:
-                    shown = record.get("elbo_validation", record["elbo_train"])
-                    if shown < best:
-                        best, since_best = shown, 0
-                    else:
-                        since_best += 1
-                    if since_best >= self.patience:
-                        break
+                if self.stopper is not None and self.stopper.should_stop(epoch, record):
+                    break
         finally:
             display.close()
         self.module.eval()
         return history
+
+
+class EarlyStopping:
+    """Stop after ``patience`` checks of ``monitor`` (a validation loss) without an improvement larger than
+    ``min_delta``; epochs before ``warmup_epochs`` and epochs without validation are not checks."""
+
+    MONITORS = ("elbo_validation", "reconstruction_loss_validation", "kl_local_validation")
+
+    def __init__(self, monitor: str, patience: int, min_delta: float = 0.0, warmup_epochs: int = 0):
+        if monitor not in self.MONITORS:
+            raise PybridgeError(f"early_stopping_monitor must be one of {list(self.MONITORS)}, got {monitor!r}")
+        self.monitor, self.patience, self.min_delta, self.warmup_epochs = monitor, patience, min_delta, warmup_epochs
+        self.best, self.since_best = math.inf, 0
+
+    def should_stop(self, epoch: int, record: dict[str, float]) -> bool:
+        value = record.get(self.monitor)
+        if value is None or epoch < self.warmup_epochs:
+            return False
+        if value < self.best - self.min_delta:
+            self.best, self.since_best = value, 0
+        else:
+            self.since_best += 1
+        return self.since_best >= self.patience
+
+
+def _append(history: dict[str, list[float | None]], record: dict[str, float], epoch: int) -> None:
+    """Add one epoch's ``record`` to ``history``: one list per metric, aligned by epoch, None where a metric was
+    not computed (validation every k epochs)."""
+    for key in [*history, *(k for k in record if k not in history)]:
+        history.setdefault(key, [None] * epoch).append(record.get(key))
 
 
 def _summed_terms(out) -> torch.Tensor:
