@@ -179,15 +179,16 @@
         genes = as.character(unlist(reticulate::py_to_r(reg$var_names))),
         model = reticulate::py_to_r(pymodel$`_init_params`),
         train = train_args,
-        history = .historyForR(reticulate::py_to_r(pymodel$history))
+        history = .historyForR(pymodel)
     )
 }
 
 # Per-epoch training history with names that say what the numbers are: Python's `elbo_train` and
 # `elbo_validation` (scvi-tools' names) hold the loss, the negative ELBO per cell, and become `loss_train`
-# and `loss_validation`.
-.historyForR <- function(history) {
-    h <- lapply(history, unlist)
+# and `loss_validation`. One value per epoch; NA for an epoch whose validation loss was not computed.
+.historyForR <- function(pymodel) {
+    h <- lapply(reticulate::py_to_r(pymodel$`_epoch_metrics`),
+                function(values) vapply(values, function(v) if (is.null(v)) NA_real_ else as.numeric(v), 0))
     names(h) <- sub("^elbo_", "loss_", names(h))
     h
 }

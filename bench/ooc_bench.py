@@ -41,7 +41,7 @@ model.train(max_epochs=epochs, batch_size=512, train_size=0.95, accelerator="cpu
 done = time.perf_counter()
 print(json.dumps({"load_s": loaded - start, "train_s": done - loaded,
                   "n_train": len(model.train_indices), "epochs": epochs,
-                  "elbo_validation": model.history["elbo_validation"][-1],
+                  "elbo_validation": float(model.history["elbo_validation"].iloc[-1, 0]),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 

@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from sklearn.manifold import TSNE
 from sklearn.metrics import silhouette_score
 
@@ -23,12 +24,11 @@ from pybridge.data import datasets
 from pybridge.models.scvi import SCVI
 
 
-def plot_history(history: dict[str, list[float]], path: Path) -> None:
+def plot_history(history: dict[str, pd.DataFrame], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
-    epochs = np.arange(1, len(history["elbo_train"]) + 1)
-    ax.plot(epochs, history["elbo_train"], label="train")
-    if history.get("elbo_validation"):
-        ax.plot(epochs, history["elbo_validation"], label="held-out")
+    for key, label in (("elbo_train", "train"), ("elbo_validation", "held-out")):
+        if key in history:
+            ax.plot(history[key].index + 1, history[key][key], label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("negative ELBO per cell")
     ax.set_title("scVI training on cortex (Zeisel et al. 2015)")

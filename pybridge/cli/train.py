@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pybridge.cli.io import read_input, write_h5ad
+from pybridge.cli.io import read_input, refuse_existing, write_h5ad
 from pybridge.errors import PybridgeError
 
 DEFAULT_BUFFER_CELLS = 20_000
@@ -24,7 +24,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", required=True, help="model directory to write")
     p.add_argument("--latent-output", default=None, help="where to write the .h5ad with obsm['X_scVI'] "
                    "(default: OUTPUT/latent.h5ad)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model directory and latent "
+                   "file")
     p.add_argument("--layer", default=None, help="layer holding raw counts (default: X)")
     p.add_argument("--batch-key", default=None, help="obs column with the batch of each cell")
     p.add_argument("--labels-key", default=None, help="obs column with cell labels (for gene-label dispersion)")
@@ -94,8 +95,7 @@ def run(args: argparse.Namespace) -> int:
     from pybridge.models.scvi import SCVI
     from pybridge.train import distributed
 
-    if Path(args.output).exists() and not args.overwrite:
-        raise PybridgeError(f"{args.output} exists; pass --overwrite to replace it")
+    refuse_existing(args.overwrite, args.output, args.latent_output)
     adata = _open_data(args)
     model = SCVI(
         adata, n_hidden=args.n_hidden, n_latent=args.n_latent, n_layers=args.n_layers,
@@ -116,9 +116,9 @@ def run(args: argparse.Namespace) -> int:
     latent_path = args.latent_output or str(Path(args.output) / "latent.h5ad")
     write_h5ad(adata, latent_path)
     history = model.history
-    summary = f"trained {history and len(history['elbo_train'])} epochs on {adata.n_obs} cells x {adata.n_vars} genes"
-    if history.get("elbo_validation"):
+    summary = f"trained {len(history['elbo_train'])} epochs on {adata.n_obs} cells x {adata.n_vars} genes"
+    if "elbo_validation" in history:
         # history holds the loss (negative ELBO); print the ELBO with get_elbo()'s sign
-        summary += f"; validation ELBO {-history['elbo_validation'][-1]:.2f} per cell (higher is better)"
+        summary += f"; validation ELBO {-history['elbo_validation'].iloc[-1, 0]:.2f} per cell (higher is better)"
     print(f"{summary}; model in {args.output}, latent in {latent_path}", file=sys.stderr)
     return 0

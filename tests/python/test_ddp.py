@@ -92,7 +92,7 @@ model.train(max_epochs=6, batch_size=64, progress=False, accelerator="cpu", stra
             early_stopping=True, early_stopping_patience=1)
 rank = torch.distributed.get_rank()
 weights = sum(float(p.detach().double().sum()) for p in model.module.parameters())
-report = {"rank": rank, "weights": weights, "elbo": model.history["elbo_validation"][-1],
+report = {"rank": rank, "weights": weights, "elbo": float(model.history["elbo_validation"].iloc[-1, 0]),
           "epochs": len(model.history["elbo_train"]), "main": distributed.is_main_process()}
 with open(f"{sys.argv[2]}/rank{rank}.json", "w") as fh:
     json.dump(report, fh)

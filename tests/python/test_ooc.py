@@ -63,7 +63,7 @@ def test_backed_training_matches_in_memory_quality(small_files):
     pybridge.SCVI.setup_anndata(memory, batch_key="batch")
     reference = pybridge.SCVI(memory, n_hidden=32, n_latent=4)
     reference.train(max_epochs=8, batch_size=100, accelerator="cpu", progress=False)
-    disk_elbo, mem_elbo = model.history["elbo_validation"][-1], reference.history["elbo_validation"][-1]
+    disk_elbo, mem_elbo = model.history["elbo_validation"].iloc[-1, 0], reference.history["elbo_validation"].iloc[-1, 0]
     assert np.isfinite(disk_elbo) and abs(disk_elbo - mem_elbo) < 0.05 * abs(mem_elbo)
     latent = model.get_latent_representation()  # gather path
     assert latent.shape == (500, 4) and np.isfinite(latent).all()
@@ -95,7 +95,7 @@ PEAK_RSS_SCRIPT = textwrap.dedent(
     model.train(max_epochs=1, batch_size=1024, train_size=0.25, validation_size=0.01, accelerator="cpu",
                 progress=False)
     print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "seconds": time.perf_counter() - start, "elbo": model.history["elbo_train"][-1],
+                      "seconds": time.perf_counter() - start, "elbo": float(model.history["elbo_train"].iloc[-1, 0]),
                       "n_train": len(model.train_indices)}))
     """
 )

@@ -11,7 +11,7 @@ def test_progress_callback_gets_every_epoch_and_its_loss(small_adata):
     calls = []
     model.train(max_epochs=3, progress=lambda epoch, n, record: calls.append((epoch, n, record["elbo_train"])))
     assert [(e, n) for e, n, _ in calls] == [(1, 3), (2, 3), (3, 3)]
-    assert [loss for *_, loss in calls] == model.history["elbo_train"]
+    assert [loss for *_, loss in calls] == model.history["elbo_train"]["elbo_train"].tolist()
 
 
 def test_progress_callback_replaces_the_bar(small_adata, capsys):

@@ -24,7 +24,7 @@ def cortex_model():
 @pytest.mark.slow
 def test_held_out_elbo_beats_one_epoch(cortex_model):
     adata, model = cortex_model
-    after_one_epoch = -model.history["elbo_validation"][0]
+    after_one_epoch = -model.history["elbo_validation"].iloc[0, 0]
     final = model.get_elbo(indices=model.validation_indices)
     assert final > after_one_epoch + 0.05 * abs(after_one_epoch), (final, after_one_epoch)
     # a held-out ELBO that beats the mean-cell baseline (every cell's counts ~ Poisson(library * mean profile))

@@ -33,7 +33,7 @@ def test_options_train_and_decode(small_adata, setup, kwargs):
     model.train(max_epochs=3, batch_size=64, progress=False)
     n, g = small_adata.shape
     assert len(model.history["elbo_train"]) == 3 and len(model.history["elbo_validation"]) == 3
-    assert np.isfinite(model.history["elbo_validation"]).all()
+    assert np.isfinite(model.history["elbo_validation"].to_numpy()).all()
     assert model.get_latent_representation().shape == (n, 4)
     qzm, qzv = model.get_latent_representation(return_dist=True)
     assert qzm.shape == qzv.shape == (n, 4) and (qzv > 0).all()
