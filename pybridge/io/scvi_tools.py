@@ -15,6 +15,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from pybridge.data.minified import LIBRARY_KEY, MINIFY_TYPE_KEY, QZM_KEY, QZV_KEY
@@ -222,10 +223,11 @@ def save_scvi_tools(
     state["pyro_param_store"] = {"params": {}, "constraints": {}}
     var_names = np.asarray(reg.var_names, dtype=object)
     n_cells = 0 if model.adata is None else int(model.adata.n_obs)
+    obs = None if model.adata is None else model.adata.obs
     attr = {
         "is_trained_": bool(model.is_trained),
-        "init_params_": {"non_kwargs": dict(model._init_params), "kwargs": {"kwargs": {}}},
-        "registry_": _scvi_tools_registry(reg, n_cells, model.module.n_latent if minified else None),
+        "init_params_": _scvi_tools_init_params(model._init_params),
+        "registry_": _scvi_tools_registry(reg, n_cells, obs, model.module.n_latent if minified else None),
         "train_indices_": np.asarray(model.train_indices if model.train_indices is not None else [], np.int64),
         "validation_indices_": np.asarray(
             model.validation_indices if model.validation_indices is not None else [], np.int64
@@ -239,6 +241,23 @@ def save_scvi_tools(
     tmp = target / f".{MODEL_FILE}.tmp"
     torch.save({"model_state_dict": state, "var_names": var_names, "attr_dict": attr}, tmp)
     os.replace(tmp, target / MODEL_FILE)
+
+
+# the arguments of scvi-tools' SCVI.__init__ itself; the others reach its VAE through **kwargs
+_SCVI_NAMED_ARGS = (
+    "n_hidden", "n_latent", "n_layers", "dropout_rate", "dispersion", "gene_likelihood", "use_observed_lib_size",
+    "latent_distribution",
+)
+
+
+def _scvi_tools_init_params(params: dict) -> dict:
+    """``init_params_`` as scvi-tools records them: SCVI's named arguments, the rest under ``kwargs``.
+
+    ``matryoshka_dims`` is left out: it changes only the training objective, and scvi-tools' VAE rejects it.
+    """
+    named = {k: v for k, v in params.items() if k in _SCVI_NAMED_ARGS}
+    extra = {k: v for k, v in params.items() if k not in _SCVI_NAMED_ARGS and k in SUPPORTED_KWARGS}
+    return {"non_kwargs": named, "kwargs": {"kwargs": extra}}
 
 
 def _library_encoder_placeholder(model) -> dict[str, torch.Tensor]:
@@ -275,22 +294,39 @@ def _minified_fields(n_latent: int) -> dict:
     }
 
 
-def _scvi_tools_registry(reg: Registry, n_cells: int, minified_latent: int | None = None) -> dict:
+def _typed_categories(categories: list[str], key: str | None, obs: pd.DataFrame | None) -> np.ndarray:
+    """pybridge's category names (text, in code order) as the values of ``obs[key]`` they stand for.
+
+    scvi-tools compares its saved categories with the values in the AnnData it loads a model with, so they
+    must have the column's type (integers stay integers), as ``Categorical.categories.to_numpy()`` gives them.
+    Without ``key`` the field is scvi-tools' default one, a single category ``0``. Without the column the
+    names stay text.
+    """
+    if key is None:
+        return np.zeros(1, np.int64)
+    if obs is None or key not in obs.columns:
+        return np.asarray(categories, dtype=object)
+    column = obs[key]
+    values = column.cat.categories if isinstance(column.dtype, pd.CategoricalDtype) else pd.unique(column.dropna())
+    by_name = {str(v): v for v in values}
+    return pd.Index([by_name.get(c, c) for c in categories]).to_numpy(copy=True)
+
+
+def _scvi_tools_registry(
+    reg: Registry, n_cells: int, obs: pd.DataFrame | None, minified_latent: int | None = None
+) -> dict:
     import uuid
 
-    def obs_field(key: str, mapping, original: str) -> dict:
+    def obs_field(key: str, role: str, categories: list[str], original: str | None) -> dict:
+        mapping = _typed_categories(categories, original, obs)
         return {
             "data_registry": {"attr_name": "obs", "attr_key": key},
-            "state_registry": {"categorical_mapping": np.asarray(mapping, dtype=object), "original_key": original},
-            "summary_stats": {},
+            "state_registry": {"categorical_mapping": mapping, "original_key": original or key},
+            "summary_stats": {f"n_{role}": len(mapping)},
         }
 
-    batch = obs_field("_scvi_batch", reg.batch_categories, reg.batch_key or "_scvi_batch")
-    batch["summary_stats"] = {"n_batch": reg.n_batch}
-    labels = obs_field(
-        "_scvi_labels", reg.label_categories if reg.labels_key else np.zeros(1, np.int64), reg.labels_key or "_scvi_labels"
-    )
-    labels["summary_stats"] = {"n_labels": reg.n_labels}
+    batch = obs_field("_scvi_batch", "batch", reg.batch_categories, reg.batch_key)
+    labels = obs_field("_scvi_labels", "labels", reg.label_categories, reg.labels_key)
     fields = {
         "X": {
             "data_registry": {"attr_name": "X" if reg.layer is None else "layers", "attr_key": reg.layer},
@@ -303,7 +339,7 @@ def _scvi_tools_registry(reg: Registry, n_cells: int, minified_latent: int | Non
         "batch": batch,
         "labels": labels,
         "size_factor": {"data_registry": {}, "state_registry": {}, "summary_stats": {}},
-        "extra_categorical_covs": _extra_categorical(reg),
+        "extra_categorical_covs": _extra_categorical(reg, obs),
         "extra_continuous_covs": _extra_continuous(reg),
     }
     if minified_latent is not None:
@@ -322,13 +358,15 @@ def _scvi_tools_registry(reg: Registry, n_cells: int, minified_latent: int | Non
     }
 
 
-def _extra_categorical(reg: Registry) -> dict:
+def _extra_categorical(reg: Registry, obs: pd.DataFrame | None) -> dict:
     if not reg.categorical_covariate_keys:
         return {"data_registry": {}, "state_registry": {}, "summary_stats": {"n_extra_categorical_covs": 0}}
     return {
         "data_registry": {"attr_name": "obsm", "attr_key": "_scvi_extra_categorical_covs"},
         "state_registry": {
-            "mappings": {k: np.asarray(reg.covariate_categories[k], dtype=object) for k in reg.categorical_covariate_keys},
+            "mappings": {
+                k: _typed_categories(reg.covariate_categories[k], k, obs) for k in reg.categorical_covariate_keys
+            },
             "field_keys": list(reg.categorical_covariate_keys),
             "n_cats_per_key": list(reg.n_cats_per_cov),
         },
