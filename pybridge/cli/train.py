@@ -57,7 +57,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--early-stopping", action="store_true", help="stop when the validation ELBO stalls")
     p.add_argument("--accelerator", choices=["auto", "cpu", "gpu", "cuda"], default="auto", help="default auto")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress display (bar or log lines)")
     return p
 
 

@@ -7,7 +7,9 @@ import sys
 
 import anndata as ad
 import numpy as np
+import pytest
 
+import pybridge
 from pybridge.cli.main import main
 
 
@@ -76,7 +78,9 @@ def test_train_refuses_existing_output_and_prints_elbo_with_get_elbo_sign(small_
     assert main(args) == 0
     line = capsys.readouterr().err
     elbo = float(line.split("validation ELBO ")[1].split()[0])
-    assert elbo < 0
+    model = pybridge.SCVI.load(out, adata=small_adata)
+    # the same quantity as get_elbo() on the validation cells (z is sampled, so equal up to Monte Carlo noise)
+    assert elbo == pytest.approx(model.get_elbo(indices=model.validation_indices), rel=0.01)
     assert main(args) == 2
     err = capsys.readouterr().err
     assert str(out) in err and "--overwrite" in err and "overwrite=True" not in err
@@ -92,4 +96,6 @@ def test_commands_refuse_existing_output_without_overwrite(tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert str(out) in err and "--overwrite" in err and len(err.splitlines()) == 1, err
+    assert main(["train", data, "--output", str(tmp_path / "new_model"), "--latent-output", str(out)]) == 2
+    assert str(out) in capsys.readouterr().err and not (tmp_path / "new_model").exists()
     assert out.read_bytes() == b"keep me"
