@@ -2,7 +2,8 @@
 latent space and expression from, for every kind of setup.
 
 The loading runs in the reference venv (bench/.venv-scvi, built by ``bash bench/setup_scvi_venv.sh``) through
-bench/check_scvi_export.py; those tests skip when the venv is absent. The registry's types are checked here too.
+bench/check_scvi_export.py; those tests skip when the venv is absent, except under `make test-python`, which builds
+it. The registry's types are checked here too.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from pybridge.io.scvi_tools import read_model_pt
 ROOT = Path(__file__).resolve().parents[2]
 SCVI_PYTHON = ROOT / "bench" / ".venv-scvi" / "bin" / "python"
 CHECK_SCRIPT = ROOT / "bench" / "check_scvi_export.py"
+# `make test-python` builds the venv and sets PYBRIDGE_REQUIRE_SCVI_TOOLS=1: there these tests run, never skip.
 needs_scvi_tools = pytest.mark.skipif(
-    not SCVI_PYTHON.is_file(),
+    not SCVI_PYTHON.is_file() and os.environ.get("PYBRIDGE_REQUIRE_SCVI_TOOLS") != "1",
     reason="bench/.venv-scvi (scvi-tools 1.4.2) is absent; build it with `bash bench/setup_scvi_venv.sh`",
 )
 
