@@ -1,10 +1,10 @@
 """Out-of-core training: minibatches streamed from a CSR (or dense) matrix on disk, .h5ad or zarr.
 
-:func:`open_backed` reads only obs and var and returns a small AnnData that stands for the on-disk data;
-``SCVI.setup_anndata`` / ``SCVI(adata)`` / ``model.train()`` then work as usual, with minibatches drawn by a
-:class:`DiskStore`: contiguous chunks of rows are read in a shuffled order by a background thread into a
-bounded buffer of ``buffer_cells`` cells, shuffled within the buffer and densified one minibatch at a time. Peak
-memory is about ``(prefetch + 2) * buffer_cells`` rows of CSR data plus one dense minibatch, whatever the
+:func:`open_backed` reads only obs and var and returns a small AnnData that stands for the on-disk data; an
+AnnData read with ``anndata.read_h5ad(path, backed="r")`` has its X on disk too. ``SCVI.setup_anndata`` /
+``SCVI(adata)`` / ``model.train()`` then work as usual, with minibatches drawn by a :class:`DiskStore`:
+contiguous chunks of rows are read in a shuffled order by a background thread into a bounded buffer of
+``buffer_cells`` cells, shuffled within the buffer and densified one minibatch at a time. Peak memory is about ``(prefetch + 2) * buffer_cells`` rows of CSR data plus one dense minibatch, whatever the
 number of cells.
 """
 
@@ -16,77 +16,19 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import h5py
 import numpy as np
 import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
-from pybridge.data.fields import covariate_arrays, gene_positions
+from pybridge.data.fields import BACKED_KEY, counts_file, covariate_arrays, gene_positions
+from pybridge.data.ondisk import DiskMatrix, open_root
 from pybridge.data.registry import SETUP_KEY, Registry, registry_of
 from pybridge.data.setup import setup_anndata
 from pybridge.data.stores import log_factorial_per_cell
-from pybridge.data.validation import validate_counts
 from pybridge.errors import PybridgeError
 
-BACKED_KEY = "_pybridge_backed"
-
-
-# ---- on-disk matrices --------------------------------------------------------------------------------------
-def _open_root(path: Path):
-    if path.suffix == ".zarr" or path.is_dir():
-        try:
-            import zarr
-        except ImportError:
-            raise PybridgeError("reading .zarr stores needs zarr: pip install 'zarr<3'") from None
-        return zarr.open_group(str(path), mode="r")
-    if not h5py.is_hdf5(path):
-        raise PybridgeError(f"{path} is neither an .h5ad (HDF5) file nor a .zarr directory")
-    return h5py.File(path, "r")
-
-
-class DiskMatrix:
-    """Row ranges of an AnnData matrix element (CSR group or dense 2-D array) read straight from disk."""
-
-    def __init__(self, path: str | os.PathLike, layer: str | None = None):
-        self.path = Path(path)
-        if not self.path.exists():
-            raise PybridgeError(f"{self.path} not found")
-        self.layer = layer
-        self._root = _open_root(self.path)
-        key = "X" if layer is None else f"layers/{layer}"
-        if key not in self._root:
-            raise PybridgeError(f"{self.path} has no {key!r} element (layer={layer!r})")
-        elem = self._root[key]
-        encoding = elem.attrs.get("encoding-type", "array")
-        if isinstance(encoding, bytes):
-            encoding = encoding.decode()
-        if encoding == "csc_matrix":
-            raise PybridgeError(
-                f"{key} in {self.path} is CSC; out-of-core training reads rows, so store it as CSR "
-                f"(adata.X = scipy.sparse.csr_matrix(adata.X) before writing)"
-            )
-        self.sparse = encoding == "csr_matrix"
-        if self.sparse:
-            self.shape = tuple(int(s) for s in elem.attrs["shape"])
-            self._data, self._indices, self._indptr = elem["data"], elem["indices"], elem["indptr"]
-        else:
-            self.shape = tuple(elem.shape)
-            self._dense = elem
-
-    def rows(self, start: int, stop: int) -> sp.csr_matrix:
-        """Rows ``start:stop`` as float32 CSR (one contiguous read per array)."""
-        if not self.sparse:
-            return sp.csr_matrix(np.asarray(self._dense[start:stop], dtype=np.float32))
-        ptr = np.asarray(self._indptr[start : stop + 1], dtype=np.int64)
-        lo, hi = int(ptr[0]), int(ptr[-1])
-        data = np.asarray(self._data[lo:hi], dtype=np.float32)
-        indices = np.asarray(self._indices[lo:hi], dtype=np.int32)
-        return sp.csr_matrix((data, indices, ptr - lo), shape=(stop - start, self.shape[1]))
-
-    def close(self) -> None:
-        if isinstance(self._root, h5py.File):
-            self._root.close()
+DEFAULT_BUFFER = {"buffer_cells": 20_000, "chunk_cells": 1_000, "prefetch": 1}
 
 
 def _read_element(root, key: str):
@@ -102,62 +44,52 @@ def open_backed(
     labels_key: str | None = None,
     categorical_covariate_keys: list[str] | None = None,
     continuous_covariate_keys: list[str] | None = None,
-    buffer_cells: int = 20_000,
-    chunk_cells: int = 1_000,
-    prefetch: int = 1,
+    buffer_cells: int = DEFAULT_BUFFER["buffer_cells"],
+    chunk_cells: int = DEFAULT_BUFFER["chunk_cells"],
+    prefetch: int = DEFAULT_BUFFER["prefetch"],
     validate_chunk_cells: int = 20_000,
 ) -> AnnData:
     """An AnnData of the on-disk data's obs and var (no X), registered like ``SCVI.setup_anndata``.
 
     The counts are validated in one streaming pass (``validate_chunk_cells`` rows at a time). Train with
     ``SCVI(adata).train(...)``: minibatches come from a :class:`DiskStore` with the given buffer settings.
+    ``SCVI.setup_anndata(adata, ...)`` may register it again (other obs columns, or another layer of the file).
     """
-    matrix = DiskMatrix(path, layer)
+    path = Path(path)
+    if not path.exists():
+        raise PybridgeError(f"{path} not found")
+    root = open_root(path)
     try:
-        obs = _read_element(matrix._root, "obs")
-        var = _read_element(matrix._root, "var")
-        n, g = matrix.shape
-        if len(obs) != n or len(var) != g:
-            raise PybridgeError(f"{path}: obs/var have {len(obs)}/{len(var)} rows but the matrix is {n} x {g}")
-        layer_name = "X" if layer is None else f'layers["{layer}"]'
-        for start in range(0, n, validate_chunk_cells):
-            chunk = matrix.rows(start, min(start + validate_chunk_cells, n))
-            try:
-                validate_counts(chunk, f"{path} {layer_name}")
-            except PybridgeError as err:
-                raise PybridgeError(f"{err} (in rows {start}..{start + chunk.shape[0] - 1})") from None
+        obs, var = _read_element(root, "obs"), _read_element(root, "var")
     finally:
-        matrix.close()
+        if hasattr(root, "close"):
+            root.close()
     adata = AnnData(obs=obs, var=var)
-    placeholder = AnnData(X=sp.csr_matrix((np.ones(n, np.float32), np.zeros(n, np.int32), np.arange(n + 1)), shape=(n, g)),
-                          obs=obs, var=var)
-    # setup_anndata validates its own X; the counts were validated above, the registry is what is needed here
-    setup_anndata(placeholder, None, batch_key, labels_key, categorical_covariate_keys, continuous_covariate_keys)
-    registry = registry_of(placeholder)
-    registry.layer = layer
-    adata.uns[SETUP_KEY] = registry.to_json()
     adata.uns[BACKED_KEY] = {
-        "path": str(Path(path).resolve()), "layer": layer or "", "buffer_cells": buffer_cells,
-        "chunk_cells": chunk_cells, "prefetch": prefetch,
+        "path": str(path.resolve()), "buffer_cells": buffer_cells, "chunk_cells": chunk_cells,
+        "prefetch": prefetch, "validate_chunk_cells": validate_chunk_cells,
     }
+    setup_anndata(adata, layer, batch_key, labels_key, categorical_covariate_keys, continuous_covariate_keys)
     return adata
 
 
 def backed_library_sizes(adata: AnnData, chunk_cells: int = 20_000) -> np.ndarray:
-    """Total counts per cell of the on-disk data behind ``adata`` (one streaming pass)."""
-    info = adata.uns[BACKED_KEY]
-    matrix = DiskMatrix(info["path"], info["layer"] or None)
+    """Total counts per cell of the on-disk counts behind ``adata`` (one streaming pass)."""
+    layer = registry_of(adata).layer
+    matrix = DiskMatrix(counts_file(adata, layer), layer)
     try:
-        n = matrix.shape[0]
-        parts = [np.asarray(matrix.rows(s, min(s + chunk_cells, n)).sum(axis=1)).ravel() for s in range(0, n, chunk_cells)]
+        parts = [np.asarray(block.sum(axis=1)).ravel() for block in matrix.blocks(chunk_cells)]
     finally:
         matrix.close()
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
 
 
 def is_backed(adata: AnnData | None) -> bool:
-    """Whether ``adata`` stands for on-disk data opened with :func:`open_backed`."""
-    return adata is not None and BACKED_KEY in adata.uns
+    """Whether the registered counts of ``adata`` are on disk (:func:`open_backed`, or X of a backed AnnData)."""
+    if adata is None:
+        return False
+    layer = registry_of(adata).layer if SETUP_KEY in adata.uns else None
+    return counts_file(adata, layer) is not None
 
 
 # ---- minibatch source ---------------------------------------------------------------------------------------
@@ -204,10 +136,11 @@ class DiskStore:
         cls, adata: AnnData, registry: Registry, device: torch.device | str, rows: np.ndarray | None = None,
         likelihood: bool = False,
     ) -> DiskStore:
-        """The store behind an AnnData made by :func:`open_backed` (``rows`` of it), columns in the registry's order."""
-        info = adata.uns[BACKED_KEY]
+        """The store of ``rows`` of an AnnData whose registered counts are on disk (:func:`open_backed`, or X of
+        an AnnData read with ``backed=``), columns in the registry's order; buffer settings from open_backed."""
+        info = {**DEFAULT_BUFFER, **adata.uns.get(BACKED_KEY, {})}
         return cls(
-            info["path"], covariate_arrays(adata, registry, rows), device, info["layer"] or None,
+            counts_file(adata, registry.layer), covariate_arrays(adata, registry, rows), device, registry.layer,
             int(info["buffer_cells"]), int(info["chunk_cells"]), int(info["prefetch"]),
             gene_positions(adata.var_names, registry), rows, likelihood,
         )

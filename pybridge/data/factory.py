@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from anndata import AnnData
 
-from pybridge.data.disk import DiskStore, is_backed
-from pybridge.data.fields import aligned_counts, covariate_arrays
+from pybridge.data.disk import DiskStore
+from pybridge.data.fields import aligned_counts, counts_file, covariate_arrays
 from pybridge.data.minified import MinifiedStore, is_minified, latent_cells_from_minified
 from pybridge.data.registry import Registry
 from pybridge.data.stores import TensorStore
@@ -19,9 +19,9 @@ def make_store(
 ):
     """A store of ``rows`` of ``adata`` (all cells when None), read afresh so that later edits are seen.
 
-    Minified data give latent posteriors (:class:`~pybridge.data.minified.MinifiedStore`); data opened with
-    :func:`~pybridge.data.disk.open_backed` are read from disk on demand
-    (:class:`~pybridge.data.disk.DiskStore`); anything else is held on the device
+    Minified data give latent posteriors (:class:`~pybridge.data.minified.MinifiedStore`); counts on disk (data
+    opened with :func:`~pybridge.data.disk.open_backed`, or X of an AnnData read with ``backed="r"``) are
+    streamed from there (:class:`~pybridge.data.disk.DiskStore`); anything else is held on the device
     (:class:`~pybridge.data.stores.TensorStore`). Only ``rows`` are read, converted and moved, and the
     log-factorial that likelihoods need is computed only with ``likelihood=True``.
     """
@@ -30,7 +30,7 @@ def make_store(
         rows = np.asarray(rows, dtype=np.int64)
     if is_minified(adata):
         return MinifiedStore(latent_cells_from_minified(adata, registry, rows), device, rows)
-    if is_backed(adata):
+    if counts_file(adata, registry.layer) is not None:
         return DiskStore.from_adata(adata, registry, device, rows, likelihood)
     return TensorStore(
         aligned_counts(adata, registry, rows), covariate_arrays(adata, registry, rows), device, rows, likelihood

@@ -12,6 +12,8 @@ from anndata import AnnData
 from pybridge.data.registry import Registry
 from pybridge.errors import DUPLICATE_GENES, MAX_LISTED, MISSING_VALUES, PybridgeError
 
+BACKED_KEY = "_pybridge_backed"  # adata.uns entry of an AnnData made by pybridge.data.disk.open_backed
+
 
 def check_obs_key(adata: AnnData, key: str, role: str) -> None:
     """Refuse an obs column that does not exist, listing the ones that do."""
@@ -20,8 +22,28 @@ def check_obs_key(adata: AnnData, key: str, role: str) -> None:
         raise PybridgeError(f"{role} {key!r} is not a column of adata.obs; available columns: {cols}")
 
 
+def counts_file(adata: AnnData, layer: str | None) -> str | None:
+    """The file the counts in ``layer`` are streamed from, or None when they are in memory.
+
+    An AnnData from :func:`pybridge.data.disk.open_backed` reads every layer from its file; one read with
+    ``anndata.read_h5ad(path, backed="r")`` keeps only X there (anndata loads its layers into memory).
+    """
+    if BACKED_KEY in adata.uns:
+        return str(adata.uns[BACKED_KEY]["path"])
+    if adata.isbacked and layer is None:
+        return str(adata.filename)
+    return None
+
+
 def get_layer(adata: AnnData, layer: str | None):
-    """The count matrix in ``layer`` (``None`` = X), with a clear error when it is missing."""
+    """The count matrix in ``layer`` (``None`` = X) in memory, with a clear error when it is missing."""
+    path = counts_file(adata, layer)
+    if path is not None:
+        name = "adata.X" if layer is None else f'adata.layers["{layer}"]'
+        raise PybridgeError(
+            f"{name} stays on disk in {path} (streamed for training and per-cell outputs), but this call reads all "
+            f"counts at once: load them with adata = anndata.read_h5ad({path!r})"
+        )
     if layer is None:
         if adata.X is None:
             raise PybridgeError("adata.X is empty; pass layer= naming the layer that holds raw counts")
