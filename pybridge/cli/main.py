@@ -10,7 +10,7 @@ import sys
 from pybridge._version import __version__
 from pybridge.errors import PybridgeError
 
-COMMANDS = ["train", "decode", "convert", "report", "deconvolve", "minify"]
+COMMANDS = ["train", "decode", "convert", "split", "report", "deconvolve", "minify"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -37,7 +37,10 @@ from pybridge.diagnostics.ranks import decile_of, spearman_rows, spearman_rows_m
 from pybridge.errors import PybridgeError
 from pybridge.models.scvi import SCVI
 
-__all__ = ["baseline_logliks", "build_report", "compare_likelihood_models", "evaluate_split", "heldout_loglik_of_model"]
+__all__ = [
+    "baseline_logliks", "build_report", "compare_likelihood_models", "evaluate_split", "heldout_layers",
+    "heldout_loglik_of_model", "write_heldout_report", "write_metrics",
+]
 
 FOLD_A_PSEUDOCOUNTS = (1.0, 10.0, 100.0, 1000.0)
 PCA_FLOOR_WEIGHTS = (0.01, 0.03, 0.1, 0.3)
@@ -138,7 +141,18 @@ def baseline_logliks(
     return results
 
 
-def _decile_table(values: dict[str, np.ndarray], stratifier: np.ndarray, n_bins: int, name: str) -> pd.DataFrame:
+HELDOUT_QUARTILES = ("model_heldout", "ceiling_split_half")
+HELDOUT_GAPS = {"gap_to_ceiling": ("ceiling_split_half", "model_heldout"),
+                "gap_to_oracle_poisson": ("oracle_poisson", "model_heldout")}
+
+
+def _decile_table(values: dict[str, np.ndarray], stratifier: np.ndarray, n_bins: int, name: str,
+                  quartiles=HELDOUT_QUARTILES, gaps: dict | None = None) -> pd.DataFrame:
+    """Median (and for ``quartiles`` the quartiles) of each array per decile of ``stratifier``; NaNs counted.
+
+    ``gaps`` maps a column name to (reference, model): the reference's median minus the model's.
+    """
+    gaps = HELDOUT_GAPS if gaps is None else gaps
     bins = decile_of(stratifier, n_bins)
     rows = []
     for b in range(n_bins):
@@ -154,13 +168,12 @@ def _decile_table(values: dict[str, np.ndarray], stratifier: np.ndarray, n_bins:
             finite = v[np.isfinite(v)]
             row[f"{key}_median"] = float(np.median(finite)) if finite.size else None
             row[f"{key}_n_undefined"] = int((~np.isfinite(v)).sum())
-            if key in ("model_heldout", "ceiling_split_half"):
+            if key in quartiles:
                 row[f"{key}_q25"] = float(np.quantile(finite, 0.25)) if finite.size else None
                 row[f"{key}_q75"] = float(np.quantile(finite, 0.75)) if finite.size else None
-        if row.get("model_heldout_median") is not None and row.get("ceiling_split_half_median") is not None:
-            row["gap_to_ceiling"] = row["ceiling_split_half_median"] - row["model_heldout_median"]
-        if row.get("model_heldout_median") is not None and row.get("oracle_poisson_median") is not None:
-            row["gap_to_oracle_poisson"] = row["oracle_poisson_median"] - row["model_heldout_median"]
+        for gap, (reference, model) in gaps.items():
+            if row.get(f"{model}_median") is not None and row.get(f"{reference}_median") is not None:
+                row[gap] = row[f"{reference}_median"] - row[f"{model}_median"]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -176,10 +189,10 @@ def _overall(values: dict[str, np.ndarray]) -> dict:
     }
 
 
-def _simulated_oracles(model, adata, cells: np.ndarray, depth: np.ndarray, rng: np.random.Generator) -> dict:
-    """Spearman of an oracle that knows the rates, when the model's rates (one posterior draw, at ``depth``)
-    are taken as the truth: with Poisson noise only (``oracle_poisson``) and with the model's own noise
-    (``oracle_model_noise``: NB / ZINB). Returns {name: (per_cell, per_gene)}."""
+def _oracle_counts(model, adata, cells: np.ndarray, depth: np.ndarray, rng: np.random.Generator):
+    """The model's rates (one posterior draw, at ``depth``, zero-inflation applied) taken as the truth, and counts
+    drawn from them with Poisson noise only (``oracle_poisson``) and with the model's own noise
+    (``oracle_model_noise``: NB / ZINB). Returns ``(rate, {name: counts})``."""
     rates, draws = [], {"oracle_poisson": [], "oracle_model_noise": []}
     for pos in _chunks(len(cells), 512):
         p = _model_params_at_depth(model, adata, cells[pos], depth[pos], 1)
@@ -191,12 +204,13 @@ def _simulated_oracles(model, adata, cells: np.ndarray, depth: np.ndarray, rng: 
         draws["oracle_model_noise"].append(
             sp.csr_matrix(simulate_counts(p["mean"][0], theta, zi, seed=int(rng.integers(2**31))))
         )
-    rate = np.vstack(rates)
-    out = {}
-    for key, parts in draws.items():
-        counts = sp.vstack(parts).tocsr()
-        out[key] = (spearman_rows(rate, counts), spearman_rows(rate.T, _t(counts)))
-    return out
+    return np.vstack(rates), {key: sp.vstack(parts).tocsr() for key, parts in draws.items()}
+
+
+def _simulated_oracles(model, adata, cells: np.ndarray, depth: np.ndarray, rng: np.random.Generator) -> dict:
+    """Spearman of the oracles of :func:`_oracle_counts` with their rates: {name: (per_cell, per_gene)}."""
+    rate, draws = _oracle_counts(model, adata, cells, depth, rng)
+    return {key: (spearman_rows(rate, counts), spearman_rows(rate.T, _t(counts))) for key, counts in draws.items()}
 
 
 def evaluate_split(
@@ -224,13 +238,15 @@ def evaluate_split(
     for layer in (train_layer, test_layer):
         if layer not in adata.layers:
             raise PybridgeError(
-                f"the data has no layer {layer!r} (layers: {list(adata.layers.keys()) or 'none'}); make the folds "
-                "with pybridge.diagnostics.split_anndata(adata) and train the model on layer 'fold_A'"
+                f"the data has no layer {layer!r} (layers: {list(adata.layers.keys()) or 'none'}); pass the data "
+                "that holds both folds (`pybridge split IN.h5ad OUT.h5ad` or pybridge.diagnostics.split_anndata(adata) "
+                "makes them), or `pybridge report --refit` to split and retrain"
             )
     if model.registry.layer != train_layer:
         raise PybridgeError(
-            f"the model was trained on {model.registry.layer_name}, not on layer {train_layer!r}; the report needs "
-            f"a model trained on the training fold (pass --train-layer {model.registry.layer or 'X'} if that is it)"
+            f"the model was trained on {model.registry.layer_name}, not on layer {train_layer!r}, so nothing is held "
+            "out; score it in sample (`pybridge report` without --train-layer, or "
+            "pybridge.diagnostics.insample.evaluate_in_sample) or retrain it on fold A (`pybridge report --refit`)"
         )
     rng = np.random.default_rng(seed)
     A_all, B_all = _fold(adata, model.registry, train_layer), _fold(adata, model.registry, test_layer)
@@ -310,6 +326,7 @@ def evaluate_split(
         acc_train.update(model.posterior_predictive_sample(adata, indices=cells[pos], n_samples=ppc_samples), A[pos])
 
     metrics = {
+        "mode": "heldout",
         "data": {
             "n_cells": int(adata.n_obs),
             "n_cells_evaluated": len(cells),
@@ -580,6 +597,12 @@ def write_html(metrics: dict, figures: list[str], out_dir: Path, title: str) -> 
     gcols = [c.replace("library_size", "gene_mean") for c in cols]
     imgs = "".join(f'<figure><img src="{f}" alt="{f}"><figcaption>{f}</figcaption></figure>' for f in figures)
     data = metrics["data"]
+    refit = metrics.get("refit")
+    refit_note = "" if not refit else (
+        f"<p><b>Refitted:</b> <code>pybridge report --refit</code> split the counts (fraction {refit['fraction']}, "
+        f"seed {refit['seed']}) and trained the architecture of <code>{html.escape(refit['from_model'])}</code> on "
+        f"fold A for {refit['epochs']} epochs. These numbers describe that refitted model, not the saved "
+        "weights, which saw all the counts.</p>")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}table{{border-collapse:collapse;font-size:12px}}
 td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}img{{max-width:100%}}</style></head><body>
@@ -590,7 +613,7 @@ layer <code>{html.escape(data['test_layer'])}</code> (median depth {data['median
 ceiling sqrt(Spearman(fold A, fold B)) bounds the rank correlation with fold B that any predictor not fitted to
 fold B can reach (exact for Pearson correlation; where most counts are zero it lies above what ranking genes by their
 true rates reaches). The two oracles take the model's own rates as the truth and draw counts from them, with Poisson
-noise only or with the model's noise (NB/ZINB).</p>
+noise only or with the model's noise (NB/ZINB).</p>{refit_note}
 <h2>Per-cell Spearman by library-size decile</h2>{_table_html(cells, cols)}
 <h2>Per-gene Spearman by mean-expression decile</h2>{_table_html(genes, gcols)}
 <h2>Held-out log-likelihood per cell (fold B given fold A)</h2>{_table_html(ll, list(ll.columns))}
@@ -602,6 +625,69 @@ the randomised PIT coverage equals the nominal level for a calibrated model.</p>
 <h2>Figures</h2>{imgs}
 <p>Computed in {metrics['seconds']} s.</p></body></html>"""
     (out_dir / "report.html").write_text(page)
+
+
+def write_metrics(metrics: dict, out: Path) -> None:
+    """Write ``metrics.json`` into ``out`` atomically (NaN and infinities as null)."""
+    tmp = out / ".metrics.json.tmp"
+    tmp.write_text(json.dumps(_jsonable(metrics), indent=1))
+    os.replace(tmp, out / "metrics.json")
+
+
+def heldout_layers(model, adata, train_layer: str | None = None, test_layer: str | None = None):
+    """``(train_layer, test_layer)`` when ``model`` was trained on a count-split fold of ``adata``, else None.
+
+    Unless given, the layers are those :func:`split_anndata` recorded in ``adata.uns`` (default fold_A / fold_B).
+    A ``train_layer`` given explicitly must be the model's layer.
+    """
+    recorded = adata.uns.get("pybridge_count_split", {})
+    train = train_layer or recorded.get("train_layer", "fold_A")
+    test = test_layer or recorded.get("test_layer", "fold_B")
+    if model.registry.layer == train:
+        return train, test
+    if train_layer is not None:
+        raise PybridgeError(
+            f"the model was trained on {model.registry.layer_name}, not on layer {train_layer!r}; drop --train-layer "
+            "for the in-sample report of this model, or pass --refit to retrain it on a count split and score it "
+            "held out"
+        )
+    return None
+
+
+def write_heldout_report(
+    model,
+    adata,
+    out_dir: str | os.PathLike,
+    name: str,
+    train_layer: str = "fold_A",
+    test_layer: str = "fold_B",
+    compare_likelihoods: bool = False,
+    compare_max_epochs: int | None = None,
+    seed: int = 0,
+    title: str | None = None,
+    figure_title: str | None = None,
+    extra: dict | None = None,
+    **eval_kwargs,
+) -> dict:
+    """Evaluate ``model`` on the held-out fold of ``adata``; write metrics.json, figures and report.html.
+
+    ``extra`` is merged into the metrics (e.g. how the model was refitted).
+    """
+    metrics, arrays = evaluate_split(model, adata, train_layer, test_layer, seed=seed, **eval_kwargs)
+    metrics.update(extra or {})
+    likelihoods = None
+    if compare_likelihoods:
+        lik = model._init_params.get("gene_likelihood")
+        likelihoods = compare_likelihood_models(model, adata, {lik: metrics}, compare_max_epochs, train_layer, test_layer,
+                                              seed, **eval_kwargs)
+        metrics["likelihood_comparison"] = _likelihood_summary(likelihoods)
+    out = Path(out_dir)  # created only once the numbers are in: a failed report leaves no directory behind
+    out.mkdir(parents=True, exist_ok=True)
+    figures = write_figures(metrics, arrays, out, likelihoods, title=figure_title or name)
+    metrics["figures"] = figures
+    write_metrics(metrics, out)
+    write_html(metrics, figures, out, title or f"pybridge report: {name}")
+    return metrics
 
 
 def build_report(
@@ -621,26 +707,12 @@ def build_report(
     """Load a model and data, evaluate on the held-out fold, write metrics.json, figures and report.html."""
     import anndata
 
-
-    data_path, out = Path(data_path), Path(out_dir)
+    data_path = Path(data_path)
     if not data_path.is_file():
         raise PybridgeError(f"data file {data_path} does not exist")
     adata = anndata.read_h5ad(data_path)
     model = SCVI.load(model_dir, adata=adata, accelerator=accelerator)
-    out.mkdir(parents=True, exist_ok=True)
-    metrics, arrays = evaluate_split(model, adata, train_layer, test_layer, seed=seed, **eval_kwargs)
-    likelihoods = None
-    if compare_likelihoods:
-        lik = model._init_params.get("gene_likelihood")
-        likelihoods = compare_likelihood_models(model, adata, {lik: metrics}, compare_max_epochs, train_layer, test_layer,
-                                              seed, **eval_kwargs)
-        metrics["likelihood_comparison"] = _likelihood_summary(likelihoods)
-    title = title or f"pybridge report: {data_path.stem}"
-    figures = write_figures(metrics, arrays, out, likelihoods, title=figure_title or data_path.stem)
-    metrics["figures"] = figures
-    tmp = out / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(_jsonable(metrics), indent=1))
-    os.replace(tmp, out / "metrics.json")
-    write_html(metrics, figures, out, title)
-    return metrics
-
+    return write_heldout_report(
+        model, adata, out_dir, data_path.stem, train_layer, test_layer, compare_likelihoods, compare_max_epochs,
+        seed, title, figure_title, **eval_kwargs,
+    )
