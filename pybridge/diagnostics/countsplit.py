@@ -15,6 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from pybridge.data.minified import require_counts
+from pybridge.data.setup import refuse_view
 from pybridge.errors import PybridgeError
 
 __all__ = ["count_split", "split_anndata"]
@@ -123,6 +124,7 @@ def split_anndata(
     Train on ``train_layer`` (``SCVI.setup_anndata(adata, layer="fold_A")``), then evaluate on
     ``test_layer`` with :func:`pybridge.diagnostics.report.build_report` or ``pybridge report``.
     """
+    refuse_view(adata, "split_anndata", "adds the count-split folds to adata.layers")
     require_counts(adata, "split_anndata", "Split the counts before minifying.")
     X = adata.X if layer is None else adata.layers[layer]
     a, b = count_split(X, fraction=fraction, overdispersion=overdispersion, seed=seed)

@@ -19,7 +19,7 @@ from pybridge._version import __version__
 from pybridge.data.factory import make_store
 from pybridge.data.minified import check_minified_by, require_counts
 from pybridge.data.registry import SETUP_KEY, Registry, registry_of
-from pybridge.data.setup import setup_anndata
+from pybridge.data.setup import refuse_view, setup_anndata
 from pybridge.errors import PybridgeError
 from pybridge.io.model_dir import load_model_dir, save_model_dir
 from pybridge.train import distributed
@@ -296,6 +296,7 @@ class BaseModel:
         if adata is None and saved_adata.is_file():
             adata = anndata.read_h5ad(saved_adata)
         if adata is not None:
+            refuse_view(adata, f"{cls.__name__}.load(adata=...)")
             _check_genes(adata, registry, source)
             adata.uns[SETUP_KEY] = registry.to_json()
         model = cls.__new__(cls)

@@ -10,6 +10,7 @@ import pytest
 pytestmark = pytest.mark.filterwarnings("error::anndata.ImplicitModificationWarning")
 
 import pybridge
+from pybridge.diagnostics.countsplit import split_anndata
 from pybridge.errors import PybridgeError
 
 
@@ -61,3 +62,18 @@ def test_a_model_reads_a_view_of_set_up_data_without_writing_into_it(small_adata
     elbo = model.get_elbo()
     assert latent.shape == (view.n_obs, 3) and np.asarray(expression).shape == view.shape and np.isfinite(elbo)
     assert _state(parent) == before_parent and _state(view) == before_view and view.is_view
+
+
+def test_load_and_split_refuse_a_view_and_leave_it_alone(small_adata, tmp_path):
+    pybridge.SCVI.setup_anndata(small_adata)
+    model = pybridge.SCVI(small_adata, n_hidden=16, n_latent=3)
+    model.save(tmp_path / "m")
+    fresh = small_adata.copy()
+    del fresh.uns["_pybridge_setup"]
+    view = fresh[fresh.obs["cell_type"] == "type0"]
+    before_parent, before_view = _state(fresh), _state(view)
+    with pytest.raises(PybridgeError, match=r"SCVI.load\(adata=...\) records the set-up in adata.uns"):
+        pybridge.SCVI.load(tmp_path / "m", adata=view)
+    with pytest.raises(PybridgeError, match=r"split_anndata adds the count-split folds to adata.layers"):
+        split_anndata(view)
+    assert _state(fresh) == before_parent and _state(view) == before_view and view.is_view
