@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The packages as a user gets them: the wheel into a fresh venv and the R tarball into a fresh R library,
-# from a temporary directory with no source tree on any path; then the README's quick starts (cut out of
-# README.md between its "install-test" markers) and both vignettes run against that install.
+# from a temporary directory with no source tree on any path; then every Python and shell block of README.md and
+# docs/*.md (mk/docs-blocks.py), the README's R quick start (cut out of README.md between its "install-test"
+# markers) and both vignettes run against that install.
 # Usage: mk/install-test.sh PYTHON TORCH_PIN WHEEL R_TARBALL README
 set -euo pipefail
 python=$1 torch_pin=$2
@@ -77,13 +78,13 @@ render_vignettes() {
 echo "install-test in $work"
 total=$SECONDS
 step "venv + $torch_pin" bash -c "'$python' -m venv venv && venv/bin/python -m pip install '$torch_pin'"
-step "wheel (non-editable) + deps" venv/bin/python -m pip install "$wheel"
+step "wheel[r] (non-editable) + deps" venv/bin/python -m pip install "$wheel[r]"
 step "R CMD INSTALL tarball" R CMD INSTALL --no-test-load -l Rlib "$tarball"
 step "no checkout on any path" check_no_checkout
-readme_block python > quickstart.py
 readme_block R > quickstart.R
-[[ -s quickstart.py && -s quickstart.R ]] || { echo "README.md lacks its install-test blocks"; exit 1; }
-step "README Python quick start" venv/bin/python quickstart.py
+[[ -s quickstart.R ]] || { echo "README.md lacks its install-test block"; exit 1; }
+step "README + docs/ code blocks" venv/bin/python -I "$checkout/mk/docs-blocks.py" "$checkout/README.md" \
+    "$checkout"/docs/*.md
 step "README R quick start" Rscript quickstart.R
 step "installPybridge() result" check_install_pybridge
 step "vignettes rendered" render_vignettes
