@@ -115,7 +115,7 @@ class Trainer:
                 f"batch_size={batch_size} exceeds the {len(train_indices)} training cells; each epoch is one "
                 f"minibatch of {len(train_indices)} cells",
                 kind=BATCH_EXCEEDS_CELLS, batch_size=int(batch_size), n_cells=len(train_indices),
-            ), stacklevel=3)
+            ), stacklevel=4)  # the caller of model.train()
             batch_size = len(train_indices)
         self.module, self.store = module, store
         self.device = store.device
