@@ -1,1 +1,2 @@
-"""Training: the one loop, device choice, and data-parallel training under torchrun."""
+"""Training: the one loop, scvi-tools' keywords, the progress display, device choice, and data-parallel
+training under torchrun."""
