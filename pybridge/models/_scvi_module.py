@@ -209,11 +209,9 @@ class SCVIModule(nn.Module):
         return self.library_log_means[0, codes].unsqueeze(-1), self.library_log_vars[0, codes].unsqueeze(-1)
 
     def log_likelihood_sum(self, x: torch.Tensor, gen: dict) -> torch.Tensor:
-        """Per-cell sum of log p(x | z) without the constant -lgamma(x + 1) (fused NB/ZINB path)."""
-        if self.gene_likelihood == "poisson":
-            return (x * gen["px_log_rate"] - torch.exp(gen["px_log_rate"])).sum(-1)
+        """Per-cell sum of log p(x | z) without the constant -lgamma(x + 1) (fused kernel, evaluated in fp32)."""
         return D.count_log_lik_sum(
-            x, gen["px_log_rate"], gen["px_r"], gen.get("px_dropout"), integer_counts=self.integer_counts
+            x, gen["px_log_rate"], gen.get("px_r"), gen.get("px_dropout"), integer_counts=self.integer_counts
         )
 
     def loss(self, batch: dict[str, torch.Tensor], kl_weight: float = 1.0) -> LossOutput:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pybridge.nn.compiled import CompiledKernel
+
 _TINY = 1e-30
 
 
@@ -87,13 +89,26 @@ def sample_zinb(
 
 
 # ---- fused training likelihood ------------------------------------------------------------------------------
-# Training evaluates the NB/ZINB log-likelihood over every (cell, gene) entry of each minibatch, which makes it
-# the dominant cost on CPU. The function below computes the per-cell sum and its analytic gradient in one pass:
-# about a third of the elementwise work of differentiating log_zinb_positive through autograd, and no digamma:
-# for per-gene theta, lgamma(x + theta) - lgamma(theta) = sum_{k<x} log(theta + k) is read from a small
-# per-gene cumulative table for counts below _TABLE_SIZE (lgamma is used for the rest).
+# Training evaluates the count log-likelihood over every (cell, gene) entry of each minibatch, which makes it
+# the dominant elementwise cost. The kernel below computes the per-cell sum and its analytic gradients in one
+# forward call, without digamma: for per-gene theta, lgamma(x + theta) - lgamma(theta) = sum_{k<x} log(theta + k)
+# is read from a small per-gene cumulative table for counts below _TABLE_SIZE. The kernel runs compiled when
+# pybridge.nn.compiled says so (one fused loop), else eagerly with in-place temporaries.
 
 _TABLE_SIZE = 64
+_HALF_LOG_2PI = 0.9189385332046727
+
+
+def _stirling_lgamma(z: torch.Tensor) -> torch.Tensor:
+    """lgamma(z) by Stirling's series, accurate to float64 precision for z >= 60."""
+    inv = 1.0 / z
+    return (z - 0.5) * torch.log(z) - z + _HALF_LOG_2PI + inv * (1.0 / 12 - inv * inv / 360)
+
+
+def _stirling_digamma(z: torch.Tensor) -> torch.Tensor:
+    """digamma(z) by its asymptotic series, accurate to float64 precision for z >= 60."""
+    inv2 = 1.0 / (z * z)
+    return torch.log(z) - 0.5 / z - inv2 * (1.0 / 12 - inv2 / 120)
 
 
 def _lgamma_ratio_and_grad(x: torch.Tensor, theta: torch.Tensor, need_grad: bool, integer_counts: bool):
@@ -105,38 +120,50 @@ def _lgamma_ratio_and_grad(x: torch.Tensor, theta: torch.Tensor, need_grad: bool
         return value, grad
     n_genes = theta.shape[0]
     steps = theta.unsqueeze(1) + torch.arange(_TABLE_SIZE - 1, device=theta.device, dtype=theta.dtype)
-    zeros = torch.zeros(n_genes, 1, device=theta.device, dtype=theta.dtype)
-    counts = x.to(torch.int32)
-    large = torch.nonzero(counts.reshape(-1) >= _TABLE_SIZE).squeeze(1)
     gene_offset = torch.arange(0, n_genes * _TABLE_SIZE, _TABLE_SIZE, device=x.device, dtype=torch.int32)
-    flat = counts.clamp_(max=_TABLE_SIZE - 1).add_(gene_offset).reshape(-1)  # table position of each entry
-    value = torch.cat([zeros, torch.cumsum(torch.log(steps), 1)], 1).reshape(-1).index_select(0, flat)
-    grad = None
-    if need_grad:
-        grad = torch.cat([zeros, torch.cumsum(1.0 / steps, 1)], 1).reshape(-1).index_select(0, flat)
+    flat = x.to(torch.int32).clamp_(max=_TABLE_SIZE - 1).add_(gene_offset).reshape(-1)  # table positions
+    tables = [_cumulative_table(torch.log(steps))] + ([_cumulative_table(1.0 / steps)] if need_grad else [])
+    value, grad = [t.reshape(-1).index_select(0, flat).reshape(x.shape) for t in tables] + [None] * (not need_grad)
+    if torch.compiler.is_compiling():
+        # branch-free, so that it fuses: beyond the table, lgamma(x + theta) - lgamma(theta + 63) + table[63]
+        # by Stirling's series (both arguments >= 63)
+        large, z, last = x >= _TABLE_SIZE, x + theta, theta + (_TABLE_SIZE - 1)
+        value = torch.where(large, _stirling_lgamma(z) - _stirling_lgamma(last) + tables[0][:, -1], value)
+        if need_grad:
+            grad = torch.where(large, _stirling_digamma(z) - _stirling_digamma(last) + tables[1][:, -1], grad)
+        return value, grad
+    large = torch.nonzero(x.reshape(-1) >= _TABLE_SIZE).squeeze(1)
     if large.numel():
         th = theta.index_select(0, large % n_genes)
         xl = x.reshape(-1).index_select(0, large)
-        value.index_copy_(0, large, torch.lgamma(xl + th) - torch.lgamma(th))
+        value.view(-1).index_copy_(0, large, torch.lgamma(xl + th) - torch.lgamma(th))
         if need_grad:
-            grad.index_copy_(0, large, torch.digamma(xl + th) - torch.digamma(th))
-    value = value.reshape(x.shape)
-    grad = None if grad is None else grad.reshape(x.shape)
+            grad.view(-1).index_copy_(0, large, torch.digamma(xl + th) - torch.digamma(th))
     return value, grad
 
 
-def _count_log_lik_and_grads(x, log_mu, theta, zi_logits, need, integer_counts=True):
-    """Per-entry log-likelihood and the per-entry gradients flagged in ``need`` (log_mu, theta, zi_logits).
+def _cumulative_table(terms: torch.Tensor) -> torch.Tensor:
+    """[genes, k] terms -> [genes, k + 1] cumulative sums starting at 0."""
+    return torch.cat([terms.new_zeros(terms.shape[0], 1), torch.cumsum(terms, 1)], 1)
 
-    Temporaries are reused in place: on CPU the allocator traffic of [cells, genes] buffers costs as much
-    as the arithmetic.
+
+def _count_log_lik_and_grads(x, log_mu, theta, zi_logits, need, integer_counts=True):
+    """Per-cell log-likelihood sum and the per-entry gradients flagged in ``need`` (log_mu, theta, zi_logits).
+
+    ``theta=None`` is Poisson. Temporaries are reused in place: in eager mode on CPU the allocator traffic of
+    [cells, genes] buffers costs as much as the arithmetic (compiled, the in-place ops fuse away).
     """
     mu = torch.exp(log_mu)
+    grads: list[torch.Tensor | None] = [None, None, None]
+    if theta is None:
+        if need[0]:
+            grads[0] = x - mu
+        return (x * log_mu).sub_(mu).sum(-1), grads
     log1p_ratio = torch.log1p(mu / theta)  # log(theta + mu) - log(theta)
     nb_zero = log1p_ratio * (-theta)  # log NB(0)
     lg, dlg = _lgamma_ratio_and_grad(x, theta, need[1], integer_counts)
     ll = (log_mu - log1p_ratio).sub_(torch.log(theta)).mul_(x).add_(lg).add_(nb_zero)  # log NB(x)
-    weight = positive = None
+    weight = None
     if zi_logits is not None:
         softplus = F.softplus(zi_logits)
         kept_zero = nb_zero.sub_(softplus)  # log[(1 - pi) NB(0)]
@@ -147,7 +174,6 @@ def _count_log_lik_and_grads(x, log_mu, theta, zi_logits, need, integer_counts=T
         if any(need):  # responsibility of the NB component for each zero (1 where x > 0)
             nb_share_at_zero = kept_zero.sub_(zero_case).exp_()
             weight = torch.sub(1.0, nb_share_at_zero).mul_(positive).add_(nb_share_at_zero)
-    grads: list[torch.Tensor | None] = [None, None, None]
     if need[0] or need[1]:
         share = (x + theta).div_(mu + theta)  # (x + theta) / (theta + mu)
         if need[0]:
@@ -160,17 +186,22 @@ def _count_log_lik_and_grads(x, log_mu, theta, zi_logits, need, integer_counts=T
                 grad.mul_(weight)
         if need[2]:  # d/dz: (1 - weight) at zeros, 0 elsewhere, minus sigmoid(z)
             grads[2] = torch.sub(1.0, weight).sub_(torch.sigmoid(zi_logits))
-    return ll, grads
+    return ll.sum(-1), grads
+
+
+_KERNEL = CompiledKernel(_count_log_lik_and_grads, "count likelihood")
+_VALUE_KERNEL = CompiledKernel(_count_log_lik_and_grads, "count likelihood (values only)")
 
 
 class _CountLogLikSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, log_mu, theta, zi_logits, integer_counts):
-        ll, grads = _count_log_lik_and_grads(x, log_mu, theta, zi_logits, ctx.needs_input_grad[1:4], integer_counts)
-        ctx.theta_shape = theta.shape
+        need = tuple(ctx.needs_input_grad[1:4])
+        ll, grads = _KERNEL(x.numel(), x, log_mu, theta, zi_logits, need, integer_counts)
+        ctx.theta_shape = None if theta is None else theta.shape
         ctx.present = [g is not None for g in grads]
         ctx.save_for_backward(*[g if g is not None else torch.empty(0) for g in grads])
-        return ll.sum(-1)
+        return ll
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -185,16 +216,24 @@ class _CountLogLikSum(torch.autograd.Function):
 def count_log_lik_sum(
     x: torch.Tensor,
     log_mu: torch.Tensor,
-    theta: torch.Tensor,
+    theta: torch.Tensor | None,
     zi_logits: torch.Tensor | None = None,
     integer_counts: bool = True,
 ) -> torch.Tensor:
-    """Per-cell sum over genes of the NB (or, with ``zi_logits``, ZINB) log-pmf without -lgamma(x + 1).
+    """Per-cell sum over genes of the NB (with ``zi_logits``: ZINB; with ``theta=None``: Poisson) log-pmf
+    without -lgamma(x + 1).
 
-    Takes the mean on the log scale (``log_mu``); values equal ``log_nb_positive``/``log_zinb_positive`` summed
-    over the last axis, gradients are analytic. ``integer_counts=False`` is required for non-integer ``x``.
+    Takes the mean on the log scale (``log_mu``); values equal ``log_nb_positive``/``log_zinb_positive``/
+    ``log_poisson`` summed over the last axis, gradients are analytic. ``integer_counts=False`` is required for
+    non-integer ``x``. Evaluates in float32 (or float64) even under autocast: half-precision inputs are upcast.
     """
-    if not torch.is_grad_enabled():
-        no_grads = (False, False, False)
-        return _count_log_lik_and_grads(x, log_mu, theta, zi_logits, no_grads, integer_counts)[0].sum(-1)
-    return _CountLogLikSum.apply(x, log_mu, theta, zi_logits, integer_counts)
+    x, log_mu, theta, zi_logits = (_full_precision(t) for t in (x, log_mu, theta, zi_logits))
+    with torch.autocast(x.device.type, enabled=False):
+        if not torch.is_grad_enabled():
+            no_grads = (False, False, False)
+            return _VALUE_KERNEL(x.numel(), x, log_mu, theta, zi_logits, no_grads, integer_counts)[0]
+        return _CountLogLikSum.apply(x, log_mu, theta, zi_logits, integer_counts)
+
+
+def _full_precision(t: torch.Tensor | None) -> torch.Tensor | None:
+    return t.float() if t is not None and t.dtype in (torch.float16, torch.bfloat16) else t
