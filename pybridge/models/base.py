@@ -116,9 +116,13 @@ class BaseModel:
         every output call of every model reads through. Only the chosen cells are read and moved."""
         self.module.eval()
         store = make_store(self._data(adata), self.registry, self.device, self._rows(adata, indices), likelihood)
-        positions = torch.arange(len(store), device=self.device)
-        for chunk in torch.split(positions, batch_size or DEFAULT_CHUNK):
-            yield store.gather(chunk)
+        size = batch_size or DEFAULT_CHUNK
+        for start in range(0, len(store), size):
+            stop = min(start + size, len(store))
+            if hasattr(store, "gather_range"):
+                yield store.gather_range(start, stop)
+            else:
+                yield store.gather(torch.arange(start, stop, device=self.device))
 
     def _evaluate(self, adata: AnnData | None, indices, batch_size: int | None, what: str) -> dict[str, float]:
         """Per-cell means of the negative ELBO terms on the chosen cells (see :func:`evaluate_loss`); ``what``

@@ -145,6 +145,17 @@ class SCVI(BaseModel):
         return pd.DataFrame(values, index=obs, columns=genes)
 
     # ---- outputs -----------------------------------------------------------------------------------------
+    def _n_cells(self, adata: AnnData | None, indices) -> int:
+        rows = self._rows(adata, indices)
+        return self._adata(adata).n_obs if rows is None else len(rows)
+
+    def _posterior(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance of q(z | x): the encoder alone (a minified minibatch carries them)."""
+        if "qz_m" in batch:
+            return batch["qz_m"], batch["qz_v"]
+        x_in, cats = self.module._encoder_inputs(batch)
+        return self.module.z_encoder(x_in, *cats)
+
     @torch.inference_mode()
     def get_latent_representation(
         self,
@@ -158,24 +169,34 @@ class SCVI(BaseModel):
     ):
         """Posterior mean (or a sample) of z per cell; ``return_dist=True`` gives (qz_m, qz_v).
 
-        ``n_latent=k`` keeps the first k dimensions (for models trained with ``matryoshka_dims``).
+        ``n_latent=k`` keeps the first k dimensions (for models trained with ``matryoshka_dims``). The mean and
+        the distribution need the encoder only; a sample draws through the full inference, as before.
         """
         k = self.module.n_latent if n_latent is None else int(n_latent)
         if not 1 <= k <= self.module.n_latent:
             raise PybridgeError(f"n_latent must be between 1 and the model's {self.module.n_latent} latent dimensions")
-        means, variances, latents = [], [], []
+        n = self._n_cells(adata, indices)
+        means, variances, latents = (_HostRows((n, k)) for _ in range(3))
+        start = 0
         for batch in self._minibatches(adata, indices, batch_size):
-            inf = self.module.inference(batch, sample=not give_mean)
-            means.append(inf["qz_m"].cpu())
-            variances.append(inf["qz_v"].cpu())
-            if self.module.latent_distribution == "ln" and give_mean:
-                draws = inf["qz_m"] + inf["qz_v"].sqrt() * torch.randn(mc_samples, *inf["qz_m"].shape, device=self.device)
-                latents.append(self.module.transform_latent(draws).mean(0).cpu())
+            if give_mean or return_dist:
+                qz_m, qz_v = self._posterior(batch)
             else:
-                latents.append(inf["z"].cpu())
+                inf = self.module.inference(batch, sample=True)
+                qz_m, qz_v = inf["qz_m"], inf["qz_v"]
+            stop = start + qz_m.shape[0]
+            if return_dist:
+                means.put(start, stop, qz_m[:, :k])
+                variances.put(start, stop, qz_v[:, :k])
+            elif self.module.latent_distribution == "ln" and give_mean:
+                draws = qz_m + qz_v.sqrt() * torch.randn(mc_samples, *qz_m.shape, device=self.device)
+                latents.put(start, stop, self.module.transform_latent(draws).mean(0)[:, :k])
+            else:
+                latents.put(start, stop, qz_m[:, :k] if give_mean else inf["z"][:, :k])
+            start = stop
         if return_dist:
-            return torch.cat(means).numpy()[:, :k], torch.cat(variances).numpy()[:, :k]
-        return torch.cat(latents).numpy()[:, :k]
+            return means.array, variances.array
+        return latents.array
 
     @torch.inference_mode()
     def get_normalized_expression(
@@ -193,25 +214,34 @@ class SCVI(BaseModel):
         """Expected frequencies scaled to ``library_size`` (or ``"latent"``: the cell's own library).
 
         Averaged over ``n_samples`` posterior draws (and over the ``transform_batch`` categories) when
-        ``return_mean``; else an array [n_samples, cells, genes].
+        ``return_mean``; else an array [n_samples, cells, genes]. With ``n_samples=1`` z is the posterior mean.
         """
         genes = self._gene_mask(gene_list)
         codes = self._batch_codes(transform_batch)
-        out = []
+        n_genes = len(self.registry.var_names) if isinstance(genes, slice) else len(genes)
+        samples = (n_samples,) if n_samples > 1 and not return_mean else ()
+        out, start = _HostRows((*samples, self._n_cells(adata, indices), n_genes)), 0
         for batch in self._minibatches(adata, indices, batch_size):
             inf = self.module.inference(batch, n_samples=n_samples, sample=n_samples > 1)
-            per_batch = []
+            value = None
             for code in codes:
                 bidx = None if code is None else torch.full_like(batch["batch"], code)
-                gen = self.module.generative(inf["z"], inf["library"], batch, bidx)
-                key = "px_rate" if library_size == "latent" else "px_scale"
-                value = gen[key][..., genes]
-                per_batch.append(value if library_size == "latent" else value * float(library_size))
-            value = torch.stack(per_batch).mean(0)
+                gen = self.module.generative(inf["z"], inf["library"], batch, bidx, rates=False)
+                if library_size == "latent":
+                    part = torch.exp(gen["px_log_rate"][..., genes])
+                else:
+                    part = torch.softmax(gen["px_logits"], dim=-1)[..., genes]
+                    if library_size != 1:
+                        part.mul_(float(library_size))
+                value = part if value is None else value.add_(part)
+            if len(codes) > 1:
+                value.div_(len(codes))
             if n_samples > 1 and return_mean:
                 value = value.mean(0)
-            out.append(value.cpu())
-        result = torch.cat(out, dim=-2).numpy()
+            stop = start + batch["batch"].shape[0]
+            out.put(start, stop, value)
+            start = stop
+        result = out.array
         if return_numpy or result.ndim == 3:
             return result
         names = np.asarray(self.registry.var_names)[genes]
@@ -231,11 +261,12 @@ class SCVI(BaseModel):
         draws = []
         for batch in self._minibatches(adata, indices, batch_size):
             inf = self.module.inference(batch, n_samples=n_samples)
-            gen = self.module.generative(inf["z"], inf["library"], batch)
+            gen = self.module.generative(inf["z"], inf["library"], batch, rates=False)
+            gen["px_rate"] = torch.exp(gen["px_log_rate"])
             counts = self.module.sample_counts(gen)[..., genes]
-            draws.append(counts.cpu().numpy() if n_samples == 1 else counts.permute(1, 2, 0).cpu().numpy())
+            draws.append(sp.csr_matrix(counts.cpu().numpy()) if n_samples == 1 else counts.permute(1, 2, 0).cpu().numpy())
         if n_samples == 1:
-            return sp.csr_matrix(np.concatenate(draws, axis=0))
+            return sp.vstack(draws, format="csr")
         return np.concatenate(draws, axis=0)
 
     @torch.inference_mode()
@@ -245,20 +276,23 @@ class SCVI(BaseModel):
     ) -> dict[str, np.ndarray]:
         """Per-cell likelihood parameters: ``mean``, ``dispersions`` (theta) and ``dropout`` (zero-inflation
         probability), each [cells, genes] (or [n_samples, cells, genes] unless ``give_mean``)."""
-        parts: dict[str, list] = {"mean": [], "dispersions": [], "dropout": []}
+        samples = (n_samples,) if n_samples > 1 and not give_mean else ()
+        shape = (*samples, self._n_cells(adata, indices), len(self.registry.var_names))
+        parts: dict[str, _HostRows] = {}
+        start = 0
         for batch in self._minibatches(adata, indices, batch_size):
             inf = self.module.inference(batch, n_samples=n_samples)
-            gen = self.module.generative(inf["z"], inf["library"], batch)
-            values = {"mean": gen["px_rate"]}
+            gen = self.module.generative(inf["z"], inf["library"], batch, rates=False)
+            values = {"mean": torch.exp(gen["px_log_rate"])}
             if "px_r" in gen:
-                values["dispersions"] = gen["px_r"].expand_as(gen["px_rate"])
+                values["dispersions"] = gen["px_r"].expand_as(values["mean"])
             if "px_dropout" in gen:
                 values["dropout"] = torch.sigmoid(gen["px_dropout"])
+            stop = start + batch["batch"].shape[0]
             for key, value in values.items():
-                if n_samples > 1 and give_mean:
-                    value = value.mean(0)
-                parts[key].append(value.cpu())
-        return {k: torch.cat(v, dim=-2).numpy() for k, v in parts.items() if v}
+                parts.setdefault(key, _HostRows(shape)).put(start, stop, value.mean(0) if n_samples > 1 and give_mean else value)
+            start = stop
+        return {key: rows.array for key, rows in parts.items()}
 
     def get_elbo(self, adata: AnnData | None = None, indices=None, batch_size: int | None = None) -> float:
         """Per-cell mean ELBO (a lower bound on log p(x); higher is better, as in scvi-tools)."""
@@ -350,3 +384,15 @@ class SCVI(BaseModel):
         """Write this model as an scvi-tools 1.4 ``model.pt`` (readable by ``scvi.model.SCVI.load``); with
         ``minified=True`` for use with minified data (``scvi.model.SCVI.load(dir, adata=model.minify())``)."""
         scvi_tools.save_scvi_tools(self, dir_path, overwrite, minified)
+
+
+class _HostRows:
+    """A float32 host array of per-cell outputs (cells on axis -2), filled minibatch by minibatch without a
+    concatenation at the end."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        self.array = np.empty(shape, dtype=np.float32)
+        self._host = torch.from_numpy(self.array)
+
+    def put(self, start: int, stop: int, value: torch.Tensor) -> None:
+        self._host[..., start:stop, :].copy_(value)
