@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from pybridge.errors import BATCH_EXCEEDS_CELLS, PybridgeError, PybridgeWarning
+from pybridge.train.adam import make_adam
 from pybridge.train.malloc import keep_freed_buffers_in_heap
 from pybridge.train.progress import EpochCallback, open_display
 
@@ -123,7 +124,7 @@ class Trainer:
         self.val_idx = torch.as_tensor(np.asarray(validation_indices, dtype=np.int64), device=self.device)
         self.batch_size = batch_size
         params = [p for p in module.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=lr, eps=eps, weight_decay=weight_decay, fused=True)
+        self.optimizer = make_adam(params, lr=lr, eps=eps, weight_decay=weight_decay)
         self.n_epochs_kl_warmup, self.max_kl_weight = n_epochs_kl_warmup, max_kl_weight
         self.validation_every = int(validation_every)
         self.stopper = EarlyStopping(
