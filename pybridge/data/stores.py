@@ -11,6 +11,8 @@ is the one place that chooses a store.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -106,14 +108,34 @@ class TensorStore:
         batch["indices"] = idx if self.positions is None else self.positions.index_select(0, idx)
         return batch
 
-    def gather_range(self, start: int, stop: int) -> dict[str, torch.Tensor]:
-        """The minibatch of the store's rows ``start`` to ``stop - 1``: slices where ``gather`` copies."""
+    def gather_range(self, start: int, stop: int, sparse_counts: bool = False) -> dict[str, torch.Tensor]:
+        """The minibatch of the store's rows ``start`` to ``stop - 1``: slices where ``gather`` copies.
+
+        ``sparse_counts=True`` gives a CSR store's counts as a sparse CSR tensor (slices, no densifying), for
+        callers whose only use of them is a product with a weight matrix."""
         batch = {k: v[start:stop] for k, v in self.fields.items()}
-        batch["X"] = self.X[start:stop] if self.dense else self._sparse_range(start, stop)
+        if self.dense:
+            batch["X"] = self.X[start:stop]
+        elif sparse_counts:
+            first, last = int(self.indptr_host[start]), int(self.indptr_host[stop])
+            batch["X"] = sparse_csr(
+                self.indptr[start : stop + 1] - first, self.indices[first:last], self.values[first:last],
+                (stop - start, self.n_vars),
+            )
+        else:
+            batch["X"] = self._sparse_range(start, stop)
         batch["indices"] = (
             torch.arange(start, stop, device=self.device) if self.positions is None else self.positions[start:stop]
         )
         return batch
+
+
+def sparse_csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """A torch sparse CSR tensor from parts that are valid by construction (no invariant checks, and without
+    torch's once-per-process "beta" warning)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+        return torch.sparse_csr_tensor(crow, col, values, size=shape, check_invariants=False)
 
 
 def _canonical_csr(X) -> sp.csr_matrix:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pybridge.data.stores import sparse_csr
 from pybridge.nn import distributions as D
 from pybridge.nn.layers import DecoderSCVI, Encoder
 from pybridge.nn.loss import LossOutput
@@ -95,7 +96,15 @@ class SCVIModule(nn.Module):
 
     # ---- inference -------------------------------------------------------------------------------------
     def _encoder_inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list]:
-        x = torch.log1p(batch["X"])
+        """log1p of the counts (a sparse CSR tensor stays sparse: log1p of its stored values) and the encoder's
+        covariates."""
+        counts = batch["X"]
+        if counts.layout == torch.sparse_csr and self.encode_covariates and "cont_covs" in batch:
+            counts = counts.to_dense()
+        if counts.layout == torch.sparse_csr:
+            x = sparse_csr(counts.crow_indices(), counts.col_indices(), torch.log1p(counts.values()), counts.shape)
+        else:
+            x = torch.log1p(counts)
         if self.encode_covariates and "cont_covs" in batch:
             x = torch.cat([x, batch["cont_covs"]], dim=-1)
         cats = self._cat_inputs(batch, batch["batch"]) if self.encode_covariates else []

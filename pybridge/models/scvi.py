@@ -18,7 +18,7 @@ from pybridge.data.registry import Registry
 from pybridge.errors import PybridgeError
 from pybridge.io import scvi_tools
 from pybridge.models._scvi_module import DISPERSIONS, LATENTS, LIKELIHOODS, NORM_OPTIONS, SCVIModule
-from pybridge.models.base import BaseModel
+from pybridge.models.base import ENCODER_CHUNK, BaseModel
 from pybridge.train.device import resolve_device
 
 
@@ -178,7 +178,9 @@ class SCVI(BaseModel):
         n = self._n_cells(adata, indices)
         means, variances, latents = (_HostRows((n, k)) for _ in range(3))
         start = 0
-        for batch in self._minibatches(adata, indices, batch_size):
+        encoder_only = give_mean or return_dist
+        size = batch_size or (ENCODER_CHUNK if encoder_only else None)
+        for batch in self._minibatches(adata, indices, size, sparse_counts=encoder_only):
             if give_mean or return_dist:
                 qz_m, qz_v = self._posterior(batch)
             else:

@@ -54,12 +54,26 @@ class FCLayers(nn.Module):
             self.layers.append(nn.Sequential(*block))
 
     def forward(self, x: torch.Tensor, *cat_list: torch.Tensor | None) -> torch.Tensor:
+        """``x`` may be a sparse CSR tensor: the first layer is then one sparse product (no densified input)."""
         cov = one_hot_covariates(cat_list, self.n_cat_list) if sum(self.n_cat_list) else None
         for layer, inject in zip(self.layers, self.inject):
-            if inject and cov is not None:
-                x = torch.cat([x, cov], dim=-1)
+            covariates = cov if inject else None
+            if x.layout == torch.sparse_csr:
+                x = layer[1:](_sparse_linear(layer[0], x, covariates))
+                continue
+            if covariates is not None:
+                x = torch.cat([x, covariates], dim=-1)
             x = layer(x)
         return x
+
+
+def _sparse_linear(linear: nn.Linear, x: torch.Tensor, covariates: torch.Tensor | None) -> torch.Tensor:
+    """``linear`` of the sparse CSR ``x`` with the dense ``covariates`` appended, without concatenating them."""
+    n_in = x.shape[1]
+    out = torch.sparse.mm(x, linear.weight[:, :n_in].t())
+    if covariates is not None:
+        out = torch.addmm(out, covariates, linear.weight[:, n_in:].t())
+    return out + linear.bias
 
 
 class Encoder(nn.Module):
