@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import pybridge.nn.layers as layers
 from pybridge.models.scvi import SCVI
+from pybridge.nn import layers
 
 
 def _adata(dense: bool, seed: int = 0) -> anndata.AnnData:
