@@ -138,7 +138,7 @@ def _gamma_terms(x: torch.Tensor, theta: torch.Tensor, need_grad: bool, integer_
     gene_offset = torch.arange(0, theta.shape[0] * _TABLE_SIZE, _TABLE_SIZE, device=x.device, dtype=torch.int32)
     flat = x.to(torch.int32).clamp_(max=_TABLE_SIZE - 1).add_(gene_offset).reshape(-1)
     value, grad = [t.reshape(-1).index_select(0, flat).reshape(x.shape) for t in tables] + [None] * (not need_grad)
-    if x.device.type != "cpu" or torch.compiler.is_compiling():
+    if not _host_sync_allowed(x):
         # lgamma(x + theta) - lgamma(theta + T - 1) + table[T - 1], both arguments >= T - 1
         large, z, last = x >= _TABLE_SIZE, x + th, th + (_TABLE_SIZE - 1)
         value = torch.where(large, _stirling_lgamma(z) - _stirling_lgamma(last) + tables[0][:, -1], value)
@@ -153,6 +153,12 @@ def _gamma_terms(x: torch.Tensor, theta: torch.Tensor, need_grad: bool, integer_
     if need_grad:
         grad.view(-1).index_copy_(0, large, torch.digamma(xl + tl) - torch.digamma(tl))
     return value, grad
+
+
+def _host_sync_allowed(x: torch.Tensor) -> bool:
+    """Whether a step may read a value back from ``x``'s device: eagerly on the CPU (free there), not on a GPU
+    (it would stall the stream) nor while compiling (it would break the graph)."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def _softplus(v: torch.Tensor) -> torch.Tensor:

@@ -6,14 +6,17 @@ import itertools
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
 def one_hot_covariates(cat_list: Sequence[torch.Tensor | None], n_cat_list: Sequence[int]) -> torch.Tensor | None:
-    """Concatenate one-hot encodings of categorical covariates (categories with one level carry nothing)."""
+    """Concatenate one-hot encodings of categorical covariates (categories with one level carry nothing).
+
+    Codes are compared with each category rather than passed to ``F.one_hot``, whose range check reads the codes
+    back from a GPU at every call; they were checked against the categories when the data were set up.
+    """
     parts = [
-        F.one_hot(codes.reshape(-1).long(), n_cat).to(torch.get_default_dtype())
+        (codes.reshape(-1, 1) == torch.arange(n_cat, device=codes.device)).to(torch.get_default_dtype())
         for codes, n_cat in zip(cat_list, n_cat_list)
         if n_cat > 1 and codes is not None
     ]
