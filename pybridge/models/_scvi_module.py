@@ -179,7 +179,7 @@ class SCVIModule(nn.Module):
             dec_in = torch.cat([z2, batch["cont_covs"].repeat(n_rep, 1)], dim=-1)
         cats = [c.repeat(n_rep) for c in self._cat_inputs(batch, batch_index)]
         hidden = self.decoder.hidden(dec_in, *cats)
-        logits = self.decoder.px_scale_decoder(hidden)
+        logits = self.decoder.px_scale_decoder(hidden).float()  # float32 from here on, also under autocast
         log_scale = F.log_softmax(logits, dim=-1)
         out = {"px_logits": logits, "px_log_rate": library.reshape(-1, 1) + log_scale}
         if rates:
@@ -188,12 +188,12 @@ class SCVIModule(nn.Module):
         if self.gene_likelihood != "poisson":
             out["px_r"] = self._theta(hidden, batch, batch_index, n_rep)
         if self.gene_likelihood == "zinb":
-            out["px_dropout"] = self.decoder.px_dropout_decoder(hidden)
+            out["px_dropout"] = self.decoder.px_dropout_decoder(hidden).float()
         return {k: v.reshape(*lead, v.shape[-1]) if v.dim() == 2 and v.shape[0] == z2.shape[0] else v for k, v in out.items()}
 
     def _theta(self, hidden, batch, batch_index, n_rep) -> torch.Tensor:
         if self.dispersion == "gene-cell":
-            return torch.exp(self.decoder.px_r_decoder(hidden))
+            return torch.exp(self.decoder.px_r_decoder(hidden).float())
         if self.dispersion == "gene":
             return torch.exp(self.px_r)
         codes = batch_index if self.dispersion == "gene-batch" else batch["labels"]

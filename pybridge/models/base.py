@@ -24,7 +24,7 @@ from pybridge.errors import PybridgeError
 from pybridge.io.model_dir import load_model_dir, save_model_dir
 from pybridge.train import distributed
 from pybridge.train.device import resolve_device
-from pybridge.train.options import device_for, translate_train_kwargs
+from pybridge.train.options import autocast_dtype, device_for, translate_train_kwargs
 from pybridge.train.trainer import EpochCallback, Trainer, default_max_epochs, evaluate_loss, split_indices
 
 DEFAULT_CHUNK = 1024
@@ -137,6 +137,7 @@ class BaseModel:
 
     # ---- training -----------------------------------------------------------------------------------------
     _data_parallel = True  # False for models with per-cell parameters, whose gradients DDP would average
+    _mixed_precision = False  # True where the module keeps its likelihood and KL terms in float32 under autocast
 
     def to_device(self, device: torch.device | str) -> None:
         self.device = torch.device(device)
@@ -165,6 +166,7 @@ class BaseModel:
         seed: int = 0,
         progress: bool | EpochCallback | None = None,
         strategy: str = "auto",
+        precision: int | str = "32-true",
         plan_kwargs: dict[str, Any] | None = None,
         **trainer_kwargs: Any,
     ) -> None:
@@ -180,6 +182,10 @@ class BaseModel:
         ``strategy="auto"`` trains data-parallel when the process was launched by torchrun and in this process
         otherwise (``"ddp"`` / ``"single"`` force one or the other); both run the same loop, checks, early
         stopping and history.
+
+        ``precision="bf16-mixed"`` (Lightning's name, as in scvi-tools) runs the training forward pass's linear
+        layers in bfloat16 under autocast, with the likelihood, the KL terms and the weights in float32; it pays
+        off on GPUs and on CPUs with bfloat16 instructions (AVX512-BF16, AMX). Validation and outputs stay in float32.
         """
         arguments = locals()
         options = {name: arguments[name] for name in _TRAIN_DEFAULTS}
@@ -194,6 +200,11 @@ class BaseModel:
         """The training run behind :meth:`train`, with scvi-tools' keywords already translated."""
         adata = self._adata(None)
         require_counts(adata, f"{type(self).__name__}.train")
+        if autocast_dtype(trainer_options["precision"]) is not None and not self._mixed_precision:
+            raise PybridgeError(
+                f"precision={trainer_options['precision']!r} is available for SCVI; {type(self).__name__} trains in "
+                "float32: drop precision="
+            )
         ctx = distributed.context_for(strategy, accelerator)
         if ctx is not None and not self._data_parallel:
             raise PybridgeError(

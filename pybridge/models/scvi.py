@@ -53,6 +53,8 @@ class SCVI(BaseModel):
     Call :meth:`setup_anndata` first; arguments and defaults follow scvi-tools 1.4.
     """
 
+    _mixed_precision = True
+
     def __init__(
         self,
         adata: AnnData,

@@ -105,8 +105,8 @@ class Encoder(nn.Module):
         self.var_eps = var_eps
 
     def forward(self, x: torch.Tensor, *cat_list: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.encoder(x, *cat_list)
-        return self.mean_encoder(hidden), torch.exp(self.var_encoder(hidden)) + self.var_eps
+        hidden = self.encoder(x, *cat_list)  # under autocast the outputs leave the layers in float32
+        return self.mean_encoder(hidden).float(), torch.exp(self.var_encoder(hidden).float()) + self.var_eps
 
 
 class DecoderSCVI(nn.Module):

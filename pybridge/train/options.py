@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from pybridge.errors import PybridgeError
 
 # scvi-tools keyword -> pybridge's ``train()`` argument of the same meaning
@@ -18,6 +20,7 @@ TRAINER_KEYWORDS = {
     "early_stopping_monitor": "early_stopping_monitor",
     "early_stopping_min_delta": "early_stopping_min_delta",
     "early_stopping_warmup_epochs": "early_stopping_warmup_epochs",
+    "precision": "precision",
 }
 PLAN_KEYWORDS = {
     "lr": "lr",
@@ -56,7 +59,6 @@ REFUSED = {
     "simple_progress_bar": "use enable_progress_bar= (or progress=)",
     "progress_bar_refresh_rate": "use enable_progress_bar= (or progress=)",
     "gradient_clip_val": "pybridge does not clip gradients; lower lr= if the loss diverges",
-    "precision": "pybridge trains in float32; drop it",
     "num_sanity_val_steps": _NO_LIGHTNING,
     "benchmark": _NO_LIGHTNING,
     "learning_rate_monitor": _CONSTANT_LR,
@@ -113,3 +115,23 @@ def device_for(devices: int | str | list[int] | None, device: int | str | None) 
         f"devices={devices!r}: one process trains on one device (devices=[i] picks GPU i); to train on several, "
         "launch with torchrun --nproc_per_node=N (docs/scaling.md)"
     )
+
+
+# Lightning's precision names -> the autocast dtype of the training forward pass (None: float32 throughout)
+PRECISIONS = {"32": None, "32-true": None, "bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16}
+
+
+def autocast_dtype(precision: int | str) -> torch.dtype | None:
+    """The dtype the linear layers run in for Lightning's ``precision`` ("32-true" or "bf16-mixed").
+
+    float16 is refused: without loss scaling its gradients underflow, and bfloat16 has float32's range.
+    """
+    key = str(precision)
+    if key in PRECISIONS:
+        return PRECISIONS[key]
+    if key in ("16", "16-mixed"):
+        raise PybridgeError(
+            f"precision={precision!r}: float16 training needs loss scaling, which pybridge does not do; use "
+            "precision='bf16-mixed' (same speed-up on GPUs with bfloat16, float32's range)"
+        )
+    raise PybridgeError(f"precision={precision!r} is not supported; use '32-true' (default) or 'bf16-mixed'")

@@ -10,6 +10,7 @@ store (:mod:`pybridge.data.stores`); data-parallel training wraps the module and
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections.abc import Callable, Iterable
@@ -20,6 +21,7 @@ import torch
 from pybridge.errors import BATCH_EXCEEDS_CELLS, PybridgeError, PybridgeWarning
 from pybridge.train.adam import make_adam
 from pybridge.train.malloc import keep_freed_buffers_in_heap
+from pybridge.train.options import autocast_dtype
 from pybridge.train.progress import EpochCallback, open_display
 
 MIN_LAST_BATCH = 3  # BatchNorm needs more than one cell; tiny trailing minibatches are dropped
@@ -78,7 +80,8 @@ class Trainer:
     turns this process's per-epoch metrics into the job's, so that every rank records and stops alike.
     ``progress``: ``None`` (or ``True``) shows progress as fits where stderr is seen (a bar in a terminal or a
     notebook, a line every tenth of the epochs elsewhere), ``False`` hides it, and a callable
-    ``progress(epoch, max_epochs, record)`` is called after each epoch (1-based) instead.
+    ``progress(epoch, max_epochs, record)`` is called after each epoch (1-based) instead. ``precision``
+    ("32-true" or "bf16-mixed") sets the autocast dtype of the training forward pass.
     """
 
     def __init__(
@@ -101,6 +104,7 @@ class Trainer:
         early_stopping_warmup_epochs: int = 0,
         progress: bool | EpochCallback | None = None,
         seed: int = 0,
+        precision: int | str = "32-true",
         sync: Callable[[dict[str, float]], dict[str, float]] | None = None,
     ):
         if int(validation_every) != validation_every or validation_every < 1:
@@ -131,6 +135,7 @@ class Trainer:
             early_stopping_monitor, early_stopping_patience, early_stopping_min_delta, early_stopping_warmup_epochs
         ) if early_stopping and len(validation_indices) > 0 else None
         self.progress = progress
+        self.autocast_dtype = autocast_dtype(precision)
         self.sync = sync
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         torch.manual_seed(seed)
@@ -157,7 +162,8 @@ class Trainer:
         totals = torch.zeros(3, device=self.device)
         n_seen = n_steps = 0
         for batch in self._train_batches():
-            out = self.module.loss(batch, kl_weight)
+            with self._forward_precision():
+                out = self.module.loss(batch, kl_weight)
             self.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             self.optimizer.step()
@@ -171,6 +177,11 @@ class Trainer:
             )
         rec, kl_local, kl_global = totals.tolist()
         return _epoch_metrics(rec, kl_local, kl_global / max(n_steps, 1), n_seen)
+
+    def _forward_precision(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def evaluate(self, indices: torch.Tensor) -> dict[str, float]:
         """Per-cell means of the negative ELBO terms (full KL) on the store's rows ``indices``."""
