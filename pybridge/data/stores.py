@@ -66,7 +66,7 @@ class TensorStore:
             self.indptr_host = csr.indptr.astype(np.int64)
             self.longest_first = np.concatenate([[0], np.cumsum(np.sort(np.diff(self.indptr_host))[::-1])])
             self.indptr = torch.as_tensor(self.indptr_host).to(self.device)
-            self.indices = torch.as_tensor(csr.indices.astype(np.int64, copy=False)).to(self.device)
+            self.indices = torch.as_tensor(csr.indices).to(self.device)  # scipy's int32 kept: no copy on the CPU
             self.values = torch.as_tensor(csr.data).to(self.device)
         self.fields = {k: torch.as_tensor(v).to(self.device) for k, v in covariates.items()}
         if likelihood:
@@ -119,7 +119,8 @@ class TensorStore:
         elif sparse_counts:
             first, last = int(self.indptr_host[start]), int(self.indptr_host[stop])
             batch["X"] = sparse_csr(
-                self.indptr[start : stop + 1] - first, self.indices[first:last], self.values[first:last],
+                (self.indptr[start : stop + 1] - first).to(self.indices.dtype), self.indices[first:last],
+                self.values[first:last],
                 (stop - start, self.n_vars),
             )
         else:
@@ -142,6 +143,9 @@ def _canonical_csr(X) -> sp.csr_matrix:
     """float32 CSR without duplicate entries (summed, as ``toarray`` does), sharing the caller's arrays when
     they already are; a matrix that needs summing is copied first, never changed in place."""
     csr = sp.csr_matrix(X, dtype=np.float32)
+    if sp.issparse(X) and X.format == "csr":
+        # scipy caches the (full-scan) check on the caller's matrix; the new object would scan again
+        csr.has_canonical_format = X.has_canonical_format
     if not csr.has_canonical_format:
         csr = csr.copy()
         csr.sum_duplicates()
