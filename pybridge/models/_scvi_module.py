@@ -133,7 +133,7 @@ class SCVIModule(nn.Module):
         else:
             out["untran_z"] = qz_m.expand(shape) if n_samples > 1 else qz_m
         if self.use_observed_lib_size:
-            library = torch.log(batch["X"].sum(-1, keepdim=True))
+            library = torch.log(_row_sums(batch["X"]))
             out["library"] = library.expand(n_samples, *library.shape) if n_samples > 1 else library
         else:
             ql_m, ql_v = self.l_encoder(x_in, *cats)
@@ -170,15 +170,8 @@ class SCVIModule(nn.Module):
 
         ``px_log_rate`` is always returned; ``px_scale``/``px_rate`` only with ``rates`` (training needs neither).
         """
-        batch_index = batch["batch"] if batch_index is None else batch_index
-        lead = z.shape[:-1]
-        z2 = z.reshape(-1, z.shape[-1])
-        n_rep = z2.shape[0] // batch_index.shape[0]
-        dec_in = z2
-        if "cont_covs" in batch:
-            dec_in = torch.cat([z2, batch["cont_covs"].repeat(n_rep, 1)], dim=-1)
-        cats = [c.repeat(n_rep) for c in self._cat_inputs(batch, batch_index)]
-        hidden = self.decoder.hidden(dec_in, *cats)
+        lead, z2 = z.shape[:-1], z.reshape(-1, z.shape[-1])
+        hidden, batch_index, n_rep = self._decoder_hidden(z2, batch, batch_index)
         logits = self.decoder.px_scale_decoder(hidden).float()  # float32 from here on, also under autocast
         log_scale = F.log_softmax(logits, dim=-1)
         out = {"px_logits": logits, "px_log_rate": library.reshape(-1, 1) + log_scale}
@@ -190,6 +183,26 @@ class SCVIModule(nn.Module):
         if self.gene_likelihood == "zinb":
             out["px_dropout"] = self.decoder.px_dropout_decoder(hidden).float()
         return {k: v.reshape(*lead, v.shape[-1]) if v.dim() == 2 and v.shape[0] == z2.shape[0] else v for k, v in out.items()}
+
+    def scale_logits(
+        self, z: torch.Tensor, batch: dict[str, torch.Tensor], batch_index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The logits of the gene frequencies (``px_scale`` is their softmax) alone: no library, dispersion or
+        dropout head, for outputs that need nothing else. Shaped like ``z``'s leading axes x genes."""
+        hidden, _, _ = self._decoder_hidden(z.reshape(-1, z.shape[-1]), batch, batch_index)
+        return self.decoder.px_scale_decoder(hidden).float().reshape(*z.shape[:-1], -1)
+
+    def _decoder_hidden(
+        self, z2: torch.Tensor, batch: dict[str, torch.Tensor], batch_index: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The decoder's hidden layer for ``z2`` ([S * n, d]), with the batch codes and the number of samples S."""
+        batch_index = batch["batch"] if batch_index is None else batch_index
+        n_rep = z2.shape[0] // batch_index.shape[0]
+        dec_in = z2
+        if "cont_covs" in batch:
+            dec_in = torch.cat([z2, batch["cont_covs"].repeat(n_rep, 1)], dim=-1)
+        cats = [c.repeat(n_rep) for c in self._cat_inputs(batch, batch_index)]
+        return self.decoder.hidden(dec_in, *cats), batch_index, n_rep
 
     def _theta(self, hidden, batch, batch_index, n_rep) -> torch.Tensor:
         if self.dispersion == "gene-cell":
@@ -275,3 +288,10 @@ class SCVIModule(nn.Module):
             remaining -= s
         all_w = torch.cat(log_weights, dim=0)
         return torch.logsumexp(all_w, dim=0) - torch.log(torch.tensor(float(n_mc_samples)))
+
+
+def _row_sums(counts: torch.Tensor) -> torch.Tensor:
+    """Per-cell totals [n, 1] of dense or sparse CSR counts."""
+    if counts.layout == torch.sparse_csr:
+        return torch.sparse.mm(counts, counts.values().new_ones(counts.shape[1], 1))
+    return counts.sum(-1, keepdim=True)

@@ -117,7 +117,8 @@ class BaseModel:
     ) -> Iterator[dict[str, torch.Tensor]]:
         """Minibatches of the chosen cells, in their order, with the module in eval mode: the one loop that
         every output call of every model reads through. Only the chosen cells are read and moved.
-        ``sparse_counts=True``: sparse data may come as a sparse CSR tensor (for the encoder alone)."""
+        ``sparse_counts=True``: sparse data may come as a sparse CSR tensor, for calls that read the counts only
+        through the encoder and the library size (SCVI's inference handles both layouts)."""
         self.module.eval()
         store = make_store(self._data(adata), self.registry, self.device, self._rows(adata, indices), likelihood)
         size = batch_size or DEFAULT_CHUNK

@@ -182,7 +182,7 @@ class SCVI(BaseModel):
         start = 0
         encoder_only = give_mean or return_dist
         size = batch_size or (ENCODER_CHUNK if encoder_only else None)
-        for batch in self._minibatches(adata, indices, size, sparse_counts=encoder_only):
+        for batch in self._minibatches(adata, indices, size, sparse_counts=True):
             if give_mean or return_dist:
                 qz_m, qz_v = self._posterior(batch)
             else:
@@ -225,16 +225,16 @@ class SCVI(BaseModel):
         n_genes = len(self.registry.var_names) if isinstance(genes, slice) else len(genes)
         samples = (n_samples,) if n_samples > 1 and not return_mean else ()
         out, start = _HostRows((*samples, self._n_cells(adata, indices), n_genes)), 0
-        for batch in self._minibatches(adata, indices, batch_size):
+        for batch in self._minibatches(adata, indices, batch_size, sparse_counts=True):
             inf = self.module.inference(batch, n_samples=n_samples, sample=n_samples > 1)
             value = None
             for code in codes:
                 bidx = None if code is None else torch.full_like(batch["batch"], code)
-                gen = self.module.generative(inf["z"], inf["library"], batch, bidx, rates=False)
                 if library_size == "latent":
+                    gen = self.module.generative(inf["z"], inf["library"], batch, bidx, rates=False)
                     part = torch.exp(gen["px_log_rate"][..., genes])
                 else:
-                    part = torch.softmax(gen["px_logits"], dim=-1)[..., genes]
+                    part = torch.softmax(self.module.scale_logits(inf["z"], batch, bidx), dim=-1)[..., genes]
                     if library_size != 1:
                         part.mul_(float(library_size))
                 value = part if value is None else value.add_(part)
@@ -263,7 +263,7 @@ class SCVI(BaseModel):
         """Counts drawn from the posterior predictive: CSR [cells, genes] or dense [cells, genes, n_samples]."""
         genes = self._gene_mask(gene_list)
         draws = []
-        for batch in self._minibatches(adata, indices, batch_size):
+        for batch in self._minibatches(adata, indices, batch_size, sparse_counts=True):
             inf = self.module.inference(batch, n_samples=n_samples)
             gen = self.module.generative(inf["z"], inf["library"], batch, rates=False)
             gen["px_rate"] = torch.exp(gen["px_log_rate"])
@@ -284,7 +284,7 @@ class SCVI(BaseModel):
         shape = (*samples, self._n_cells(adata, indices), len(self.registry.var_names))
         parts: dict[str, _HostRows] = {}
         start = 0
-        for batch in self._minibatches(adata, indices, batch_size):
+        for batch in self._minibatches(adata, indices, batch_size, sparse_counts=True):
             inf = self.module.inference(batch, n_samples=n_samples)
             gen = self.module.generative(inf["z"], inf["library"], batch, rates=False)
             values = {"mean": torch.exp(gen["px_log_rate"])}

@@ -7,6 +7,7 @@ import anndata
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
 
 from pybridge.models.scvi import SCVI
 from pybridge.nn import layers
@@ -54,3 +55,31 @@ def test_sparse_latent_equals_dense(monkeypatch, encode_covariates):
     np.testing.assert_allclose(m_sparse, m_dense, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(v_sparse, v_dense, rtol=1e-5, atol=1e-6)
     assert np.isfinite(mean_sparse).all() and mean_sparse.std() > 0
+
+
+@pytest.mark.parametrize("observed_library", [True, False])
+def test_decoder_outputs_of_sparse_data_equal_dense(monkeypatch, observed_library):
+    """Normalized expression, likelihood parameters and posterior samples read sparse counts through the sparse
+    encoder (and the library size from the sparse rows) and give what the densified computation gives."""
+    sparse_data, dense_data = _adata(dense=False), _adata(dense=True)
+    for adata in (sparse_data, dense_data):
+        SCVI.setup_anndata(adata, batch_key="batch")
+    model = SCVI(sparse_data, n_latent=4, use_observed_lib_size=observed_library)
+    model.train(max_epochs=2, progress=False)
+    calls = _spy(monkeypatch)
+
+    def outputs(adata):
+        torch.manual_seed(0)
+        return {
+            "scaled": model.get_normalized_expression(adata, library_size=1e4, return_numpy=True),
+            "own library": model.get_normalized_expression(adata, library_size="latent", return_numpy=True),
+            "batch a": model.get_normalized_expression(adata, transform_batch="a", return_numpy=True),
+            **model.get_likelihood_parameters(adata),
+            "sample": model.posterior_predictive_sample(adata).toarray(),
+        }
+
+    sparse, dense = outputs(sparse_data), outputs(dense_data)
+    assert calls  # the sparse inputs went through the sparse first layer
+    assert sparse.keys() == dense.keys()
+    for key in sparse:
+        np.testing.assert_allclose(sparse[key], dense[key], rtol=1e-5, atol=1e-6, err_msg=key)
