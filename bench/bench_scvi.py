@@ -8,7 +8,7 @@ either tool: each tool trains on the training subset with ``train_size=1.0`` and
 the held-out subset through its public API.
 
 Each tool runs in its own subprocess with its own interpreter (scvi-tools from bench/.venv-scvi,
-pybridge from .venv) so that its peak resident memory can be read from ``os.wait4``.
+pybridge from .venv), which reports its own peak resident memory (VmHWM, bench/peak_rss.py).
 
 Datasets: the shipped zeisel_cortex and cbmc_rna, and the derived pbmc3k_hvg2000 (pbmc3k_raw, 2,000 most
 variable genes by the R package's ``ntop`` rule), pbmc3k_hvg2000_2k (2,000 of its cells) and sim100k (100,000
@@ -30,7 +30,7 @@ Reported quantities (same definition for both tools):
     ``get_reconstruction_error()["reconstruction_loss"]`` returns, whatever its docstring says).
   * silhouette of the latent mean by ``cell_type`` (sklearn, euclidean), on all cells and on the
     held-out cells; computed here, in the parent, with one sklearn for both tools.
-  * peak RSS of the tool's process (``ru_maxrss``), including interpreter, imports and the data.
+  * peak RSS of the tool's process (VmHWM), including interpreter, imports and the data.
 
 Usage (from the repository root):
     bash bench/setup_scvi_venv.sh && .venv/bin/python bench/bench_scvi.py
@@ -179,6 +179,7 @@ def run_worker(args: argparse.Namespace) -> None:
     import anndata
     import torch
     from matmul_floor import floor_seconds_per_cell
+    from peak_rss import peak_rss_mib
 
     torch.set_num_threads(args.threads)
     train_fn, evaluate_fn, module_name = WORKERS[args.worker]
@@ -210,6 +211,7 @@ def run_worker(args: argparse.Namespace) -> None:
         floor_seconds_per_epoch=floor_per_cell * n_train,
     )
     results["floor_fraction"] = results["floor_seconds_per_epoch"] / results["warm_seconds_per_epoch"]
+    results["peak_rss_mib"] = peak_rss_mib()
     (out / f"{args.worker}.json").write_text(json.dumps(results, indent=2))
 
 
@@ -226,7 +228,7 @@ def heldout_split(n_cells: int, validation_fraction: float, seed: int) -> tuple[
 
 
 def launch(tool: str, python: Path, dataset: Path, split: Path, workdir: Path, epochs: int, args) -> dict:
-    """Run one worker subprocess (a fresh process: cold imports); return its results plus its peak RSS in MiB."""
+    """Run one worker subprocess (a fresh process: cold imports); return its results."""
     command = [
         str(python), str(Path(__file__).resolve()), "--worker", tool, "--data", str(dataset),
         "--split", str(split), "--out", str(workdir), "--epochs", str(epochs),
@@ -241,13 +243,12 @@ def launch(tool: str, python: Path, dataset: Path, split: Path, workdir: Path, e
     with open(log_path, "w") as log:
         wall_start = time.perf_counter()
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
-        _, status, usage = os.wait4(process.pid, 0)
+        code = process.wait()
         wall = time.perf_counter() - wall_start
-    if os.waitstatus_to_exitcode(status) != 0:
+    if code != 0:
         tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
         raise SystemExit(f"{tool} failed on {dataset.name} (log {log_path}):\n{tail}")
     results = json.loads((workdir / f"{tool}.json").read_text())
-    results["peak_rss_mib"] = usage.ru_maxrss / 1024  # Linux: KiB
     results["process_seconds"] = wall
     latent_path = workdir / f"{tool}_latent.npy"
     results["latent"] = np.load(latent_path) if latent_path.exists() else None

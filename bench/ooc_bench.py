@@ -5,7 +5,7 @@
 Simulated NB counts are written to an .h5ad chunk by chunk; the same scVI (ZINB, 128 hidden, 10 latent) trains
 for the same epochs once from disk (``pybridge.data.disk.open_backed``: chunks of 1,000 rows, buffers of 20,000
 cells, one buffer prefetched by a background thread) and once in memory (``anndata.read_h5ad`` + the
-device-resident ``TensorStore``), each in its own process so that peak RSS (``ru_maxrss``) is its own.
+device-resident ``TensorStore``), each in its own process so that peak RSS (VmHWM, bench/peak_rss.py) is its own.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 HEADING = "## Out-of-core training"
 
 WORKER = """
-import json, resource, sys, time, torch
+import json, sys, time, torch
+sys.path.insert(0, "bench")
+from peak_rss import peak_rss_mib
 torch.set_num_threads(int(sys.argv[4]))
 import anndata, pybridge
 from pybridge.data.disk import open_backed
@@ -42,7 +44,7 @@ done = time.perf_counter()
 print(json.dumps({"load_s": loaded - start, "train_s": done - loaded,
                   "n_train": len(model.train_indices), "epochs": epochs,
                   "elbo_validation": float(model.history["elbo_validation"].iloc[-1, 0]),
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": peak_rss_mib()}))
 """
 
 
