@@ -77,8 +77,10 @@ WARM_SPEEDUP, COLD_SPEEDUP, ELBO_TOLERANCE = 3.0, 2.5, 0.005  # issue 12's accep
 # --------------------------------------------------------------------------------------------
 
 
-def _train_scvi_tools(adata_train, epochs: int, batch_size: int, seed: int) -> tuple[object, dict]:
-    """Train scvi-tools SCVI; return (model, timings)."""
+def train_scvi_tools(
+    adata_train, epochs: int, batch_size: int, seed: int, device: str = "cpu", **train_kwargs
+) -> tuple[object, dict]:
+    """Train scvi-tools SCVI on ``device`` ("cpu" or "cuda"); return (model, timings). Also bench/gpu_bench.py's."""
     setup_start = time.perf_counter()
     import scvi
     from lightning.pytorch.callbacks import Callback
@@ -100,10 +102,11 @@ def _train_scvi_tools(adata_train, epochs: int, batch_size: int, seed: int) -> t
         batch_size=batch_size,
         train_size=1.0,
         early_stopping=False,
-        accelerator="cpu",
+        accelerator="gpu" if device == "cuda" else "cpu",
         enable_progress_bar=False,
         plan_kwargs=OPTIMISER_KWARGS,
         callbacks=[clock],
+        **train_kwargs,
     )
     end = time.perf_counter()
     return model, _timings(setup_start, start, end, time.process_time() - cpu_start, clock.ends)
@@ -132,8 +135,11 @@ def _evaluate_scvi_tools(model, adata_val, adata_all) -> dict:
     return {"elbo_heldout": elbo, "reconstruction_heldout": recon, "latent": latent}
 
 
-def _train_pybridge(adata_train, epochs: int, batch_size: int, seed: int) -> tuple[object, dict]:
-    """Train pybridge SCVI; return (model, timings)."""
+def train_pybridge(
+    adata_train, epochs: int, batch_size: int, seed: int, device: str = "cpu", **train_kwargs
+) -> tuple[object, dict]:
+    """Train pybridge SCVI on ``device``; return (model, timings). ``train_kwargs`` go to ``train()``, with the
+    precision from PYBRIDGE_BENCH_PRECISION unless given. Also bench/gpu_bench.py's."""
     setup_start = time.perf_counter()
     import pybridge
 
@@ -146,10 +152,10 @@ def _train_pybridge(adata_train, epochs: int, batch_size: int, seed: int) -> tup
         batch_size=batch_size,
         train_size=1.0,
         early_stopping=False,
-        accelerator="cpu",
+        accelerator=device,
         seed=seed,
         progress=lambda epoch, max_epochs, record: epoch_ends.append(time.perf_counter()),
-        precision=os.environ.get("PYBRIDGE_BENCH_PRECISION", "32-true"),
+        **{"precision": os.environ.get("PYBRIDGE_BENCH_PRECISION", "32-true"), **train_kwargs},
         **OPTIMISER_KWARGS,
     )
     end = time.perf_counter()
@@ -167,8 +173,8 @@ def _evaluate_pybridge(model, adata_val, adata_all) -> dict:
 
 
 WORKERS = {
-    "scvi-tools": (_train_scvi_tools, _evaluate_scvi_tools, "scvi"),
-    "pybridge": (_train_pybridge, _evaluate_pybridge, "pybridge"),
+    "scvi-tools": (train_scvi_tools, _evaluate_scvi_tools, "scvi"),
+    "pybridge": (train_pybridge, _evaluate_pybridge, "pybridge"),
 }
 
 

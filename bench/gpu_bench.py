@@ -30,49 +30,16 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
 TOOLS = ("pybridge", "scvi-tools")
-MODEL_KWARGS = {
-    "n_hidden": 128, "n_latent": 10, "n_layers": 1, "dropout_rate": 0.1, "dispersion": "gene",
-    "gene_likelihood": "zinb",
-}
-OPTIMISER_KWARGS = {"lr": 1e-3, "weight_decay": 1e-6, "eps": 0.01, "n_epochs_kl_warmup": 400}
 
 
 # ------------------------------------------------------------------------------------------ worker side
-
-
-def _train(tool: str, adata, device: str, batch_size: int, epochs: int, extra: dict) -> dict:
-    """Train a fresh model of ``tool``; return the train() seconds and the epoch-end times relative to its start."""
-    ends: list[float] = []
-    if tool == "pybridge":
-        import pybridge
-
-        pybridge.SCVI.setup_anndata(adata)
-        model = pybridge.SCVI(adata, **MODEL_KWARGS)
-        kwargs = {"accelerator": "cuda" if device == "cuda" else "cpu", "seed": 0, "progress":
-                  lambda epoch, max_epochs, record: ends.append(time.perf_counter()), **OPTIMISER_KWARGS}
-    else:
-        import scvi
-        from lightning.pytorch.callbacks import Callback
-
-        class EpochClock(Callback):
-            def on_train_epoch_end(self, trainer, pl_module):
-                ends.append(time.perf_counter())
-
-        scvi.settings.seed = 0
-        scvi.model.SCVI.setup_anndata(adata)
-        model = scvi.model.SCVI(adata, **MODEL_KWARGS)
-        kwargs = {"accelerator": "gpu" if device == "cuda" else "cpu", "devices": 1, "enable_progress_bar": False,
-                  "plan_kwargs": OPTIMISER_KWARGS, "callbacks": [EpochClock()]}
-    start = time.perf_counter()
-    model.train(max_epochs=epochs, batch_size=batch_size, train_size=1.0, early_stopping=False, **kwargs, **extra)
-    end = time.perf_counter()
-    return {"train_call_seconds": end - start, "epoch_ends": [t - start for t in ends]}
 
 
 def run_worker(args: argparse.Namespace) -> None:
     import anndata
     import scipy.sparse as sp
     import torch
+    from bench_scvi import MODEL_KWARGS, train_pybridge, train_scvi_tools
     from matmul_floor import floor_seconds_per_cell
 
     module = "pybridge" if args.worker == "pybridge" else "scvi"
@@ -82,16 +49,16 @@ def run_worker(args: argparse.Namespace) -> None:
     results = {"tool": args.worker, "tool_version": version, "torch": torch.__version__, "runs": []}
     for batch_size in args.batch_sizes:
         adata = anndata.AnnData(counts.copy())
-        run = _train(args.worker, adata, args.device, batch_size, args.epochs, json.loads(args.extra))
-        ends = run.pop("epoch_ends")
-        warm = ends[-1] - ends[0] if len(ends) > 1 else float("nan")
+        train = train_pybridge if args.worker == "pybridge" else train_scvi_tools
+        _, timings = train(adata, args.epochs, batch_size, 0, args.device, **json.loads(args.extra))
         floor = floor_seconds_per_cell(n_genes, MODEL_KWARGS["n_hidden"], batch_size, device=args.device)
-        run.update(
-            batch_size=batch_size,
-            first_epoch_seconds=ends[0],
-            warm_cells_per_second=n_cells * (len(ends) - 1) / warm,
-            floor_cells_per_second=1.0 / floor,
-        )
+        run = {
+            "train_call_seconds": timings["train_call_seconds"],
+            "batch_size": batch_size,
+            "first_epoch_seconds": timings["first_epoch_end_seconds"],
+            "warm_cells_per_second": n_cells * timings["warm_epochs"] / timings["warm_seconds"],
+            "floor_cells_per_second": 1.0 / floor,
+        }
         run["floor_fraction"] = run["warm_cells_per_second"] / run["floor_cells_per_second"]
         results["runs"].append(run)
         print(json.dumps(run), flush=True)
