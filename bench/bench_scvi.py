@@ -103,6 +103,7 @@ def train_scvi_tools(
         train_size=1.0,
         early_stopping=False,
         accelerator="gpu" if device == "cuda" else "cpu",
+        devices=1,
         enable_progress_bar=False,
         plan_kwargs=OPTIMISER_KWARGS,
         callbacks=[clock],
