@@ -1,4 +1,5 @@
-"""Pseudo-spots: exact sums of real cells, proportions that sum to 1, disjoint reference, grid and FISH modes."""
+"""Pseudo-spots: exact sums of real cells, proportions that sum to 1, disjoint reference, grid, FISH and Spotless
+modes, and the Spotless downsampling rule."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 import pybridge
-from pybridge.deconvolution.simulate import pseudo_spots
+from pybridge.deconvolution.simulate import SPOTLESS_PATTERNS, pseudo_spots
 from pybridge.errors import PybridgeError
 
 
@@ -38,15 +39,62 @@ def test_random_spots_are_sums_of_real_cells(cortex):
     assert set(reference.obs["cell_type"].astype(str)) == set(truth.columns)
 
 
-def test_downsampling_thins_towards_target(cortex):
+def test_downsampling_keeps_spots_below_mean_plus_sd_and_thins_the_rest(cortex):
     raw, _ = pseudo_spots(cortex, "cell_type", n_spots=60, seed=2)
     thinned, _ = pseudo_spots(cortex, "cell_type", n_spots=60, seed=2, target_umi=(5000, 500))
     raw_total = np.asarray(raw.X.sum(1)).ravel()
     thin_total = np.asarray(thinned.X.sum(1)).ravel()
-    assert np.all(thin_total <= raw_total)
-    big = raw_total > 8000
-    assert big.any() and np.all(np.abs(thin_total[big] - 5000) < 2500)
+    above = raw_total > 5500
+    assert above.any() and (~above).any()
+    np.testing.assert_array_equal(thinned.X[~above].toarray(), raw.X[~above].toarray())
+    assert np.all(np.abs(thin_total[above] - 5000) < 5 * 500)
+    # a subset of the molecules: never more of a gene than the spot had
+    assert np.all((raw.X - thinned.X).toarray() >= 0)
     assert np.all(thinned.X.data == np.round(thinned.X.data))
+
+
+@pytest.mark.parametrize("pattern", SPOTLESS_PATTERNS)
+def test_spotless_patterns(cortex, pattern):
+    spots, reference = pseudo_spots(cortex, "cell_type", n_spots=150, mode="spotless", pattern=pattern,
+                                    n_regions=5, seed=4)
+    # the reference depends on the seed only: one reference serves every pattern and mode
+    _, random_mode_reference = pseudo_spots(cortex, "cell_type", n_spots=10, seed=4)
+    assert list(reference.obs_names) == list(random_mode_reference.obs_names)
+    priors = np.asarray(spots.uns["pseudo_spots"]["region_priors"])
+    truth = spots.obsm["proportions"]
+    assert spots.n_obs == 150 and priors.shape == (5, truth.shape[1])
+    np.testing.assert_allclose(priors.sum(1), 1.0)
+    region = spots.obs["region"].cat.codes.to_numpy()
+    assert set(region) == set(range(5))
+    # spots only hold the types their region's prior allows
+    assert np.all(truth.to_numpy()[priors[region] == 0] == 0)
+    present = priors > 0
+    n_cells = spots.obs["n_cells"].to_numpy()
+    assert n_cells.min() >= 2 and n_cells.max() <= 10
+    if pattern.endswith("_distinct"):
+        assert np.all(present.sum(0) <= 1)
+    if pattern.startswith("uniform"):
+        for row in priors:
+            assert np.allclose(row[row > 0], row[row > 0][0])
+    if pattern == "dominant_celltype_diverse":
+        dominant = priors.argmax(1)
+        assert len(set(dominant)) == 1 and np.all(priors.max(1) >= 75 / (75 + 10 * truth.shape[1]))
+    if pattern == "partially_dominant_celltype_diverse":
+        dominant = priors[0].argmax()
+        assert np.all(priors[:3].argmax(1) == dominant) and priors[4, dominant] == 0 and priors[3, dominant] > 0
+    if pattern.endswith("rare_celltype_diverse"):
+        # one type below a fifth of the mean of the other present types, wherever it is present
+        n_present = present.sum(0)
+
+        def is_rare_in(k, r):
+            others = np.delete(priors[r], k)[np.delete(present[r], k)]
+            return len(others) > 0 and priors[r, k] <= others.mean() / 5 + 1e-12
+
+        rare_candidates = [k for k in range(priors.shape[1])
+                           if n_present[k] and all(is_rare_in(k, r) for r in np.flatnonzero(present[:, k]))]
+        assert rare_candidates
+        expected_regions = 5 if pattern.startswith("dominant") else 1
+        assert any(n_present[k] == expected_regions for k in rare_candidates)
 
 
 def test_grid_proportions_are_spatially_smooth(cortex):
@@ -82,3 +130,7 @@ def test_bad_arguments_are_named(cortex):
         pseudo_spots(cortex, "cell_type", mode="fish", window_size=10)
     with pytest.raises(PybridgeError, match="mode"):
         pseudo_spots(cortex, "cell_type", mode="hexagon")
+    with pytest.raises(PybridgeError, match="unknown pattern 'dominant'"):
+        pseudo_spots(cortex, "cell_type", mode="spotless", pattern="dominant")
+    with pytest.raises(PybridgeError, match="n_regions must be"):
+        pseudo_spots(cortex, "cell_type", mode="spotless", n_regions=cortex.obs["cell_type"].nunique())
