@@ -6,7 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from anndata import AnnData
+
 from pybridge.cli.io import read_input, refuse_existing, write_h5ad
+from pybridge.errors import PybridgeError
+
+PLOT_FORMATS = (".png", ".pdf", ".svg")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -15,7 +20,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="estimate cell-type proportions of spatial spots with CondSCVI + DestVI",
         description="Train CondSCVI on the labelled single-cell --reference and DestVI on --spots (shared genes "
         "only), then write the spots to --output with obsm['destvi_proportions'] (spots x cell types) and "
-        "obsm['destvi_gamma_<cell type>'] (per-type latent states).",
+        "obsm['destvi_gamma_<cell type>'] (per-type latent states); --plot also maps the proportions at the "
+        "spots' coordinates (obsm['spatial']).",
     )
     p.add_argument("--reference", required=True, help="single cells x genes raw counts with cell types (.h5ad/.rds)")
     p.add_argument("--spots", required=True, help="spots x genes raw counts (.h5ad/.rds)")
@@ -44,15 +50,55 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--accelerator", choices=["auto", "cpu", "gpu", "cuda"], default="auto", help="default auto")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.add_argument("--plot", default=None, metavar="FILE",
+                   help="also write a map of the proportions at the spots' obsm['spatial'] coordinates, one panel "
+                   "per cell type (.png, .pdf or .svg)")
+    p.add_argument("--plot-cell-types", nargs="+", default=None, metavar="TYPE",
+                   help="cell types to plot (default: all)")
     return p
+
+
+def _check_plot(args: argparse.Namespace, spots: AnnData, reference: AnnData) -> None:
+    """Refuse, before training, a --plot that could not be drawn: bad format, no coordinates, unknown types."""
+    if args.plot is None:
+        if args.plot_cell_types:
+            raise PybridgeError("--plot-cell-types needs --plot FILE")
+        return
+    if Path(args.plot).suffix.lower() not in PLOT_FORMATS:
+        raise PybridgeError(f"--plot {args.plot!r} must end in one of {', '.join(PLOT_FORMATS)}")
+    if "spatial" not in spots.obsm:
+        raise PybridgeError(
+            f"--plot needs the spots' coordinates in obsm['spatial'], which {args.spots} lacks (obsm keys: "
+            f"{sorted(spots.obsm.keys())}); add them (spots x 2: x, y) or drop --plot"
+        )
+    if args.plot_cell_types and args.labels_key in reference.obs.columns:
+        known = set(reference.obs[args.labels_key].astype(str))
+        unknown = [t for t in args.plot_cell_types if t not in known]
+        if unknown:
+            raise PybridgeError(f"--plot-cell-types: unknown cell type(s) {unknown}; the reference's "
+                                f"{args.labels_key!r} has {sorted(known)}")
+
+
+def _write_plot(spots: AnnData, args: argparse.Namespace) -> None:
+    """Write the proportions map to ``args.plot`` atomically (a temporary name, then renamed)."""
+    from pybridge.deconvolution.plot import plot_spot_proportions
+
+    fig = plot_spot_proportions(spots, args.plot_cell_types)
+    target = Path(args.plot)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    fig.savefig(tmp, format=target.suffix[1:].lower(), dpi=150)
+    tmp.replace(target)
 
 
 def run(args: argparse.Namespace) -> int:
     from pybridge.deconvolution.pipeline import run_destvi
-    refuse_existing(args.overwrite, args.output, args.model_dir, args.model_dir and str(Path(args.model_dir)) + "_sc")
+    refuse_existing(args.overwrite, args.output, args.plot, args.model_dir,
+                    args.model_dir and str(Path(args.model_dir)) + "_sc")
 
     spots = read_input(args.spots)
     reference = read_input(args.reference)
+    _check_plot(args, spots, reference)
     result = run_destvi(
         spots, reference, labels_key=args.labels_key, spots_layer=args.spots_layer,
         reference_layer=args.reference_layer, sc_max_epochs=args.sc_max_epochs, st_max_epochs=args.st_max_epochs,
@@ -70,9 +116,12 @@ def run(args: argparse.Namespace) -> int:
         result.st_model.save(args.model_dir, overwrite=True)
         result.sc_model.save(str(Path(args.model_dir)) + "_sc", overwrite=True)
     write_h5ad(spots, args.output)
+    if args.plot:
+        _write_plot(spots, args)
     print(
         f"deconvolved {spots.n_obs} spots into {result.proportions.shape[1]} cell types over "
-        f"{len(result.genes)} shared genes; proportions in {args.output} obsm['destvi_proportions']",
+        f"{len(result.genes)} shared genes; proportions in {args.output} obsm['destvi_proportions']"
+        + (f", map in {args.plot}" if args.plot else ""),
         file=sys.stderr,
     )
     return 0
