@@ -181,6 +181,10 @@
 #' * `metadata(altExp(spots, "DestVI"))$genes`: the shared genes the models
 #'   used (character).
 #'
+#' A SpatialExperiment stays one and gets the same alternative experiment;
+#' its `spatialCoords()`, `imgData()` and colData are kept as they are, so
+#' [plotSpotProportions()] can map the proportions at the spots' coordinates.
+#'
 #' A Seurat object gets the assay `"DestVI"`, whose `data` layer holds the
 #'   proportions (cell types x spots; Seurat replaces underscores in the
 #'   cell-type names by dashes); `Misc(spots, "DestVI")` holds `gamma` and
@@ -189,8 +193,10 @@
 #' Lopez R, Li B, Keren-Shaul H, et al. (2022). DestVI identifies continuums
 #' of cell types in spatial transcriptomics data. \emph{Nature Biotechnology}
 #' 40:1360-1369. \doi{10.1038/s41587-022-01272-8}
-#' @seealso [runSCVI()] and \code{\link{RunSCVI}()} for scVI on single
-#'   cells; [installPybridge()] to set up the Python side.
+#' @seealso [plotSpotProportions()] to map the proportions; [simulateSpots()]
+#'   for spots with known proportions; [runSCVI()] and
+#'   \code{\link{RunSCVI}()} for scVI on single cells; [installPybridge()] to
+#'   set up the Python side.
 #' @name runDestVI
 #' @export
 #' @examples

@@ -28,6 +28,8 @@
 #' * Plain verbs for conversion and data preparation: [toAnnData()],
 #'   [fromAnnData()], [readH5AD()], [writeH5AD()], [splitCounts()],
 #'   [simulateSpots()].
+#' * `plotX()`, scater's verb, for ggplot2 figures of results stored in an
+#'   object: [plotSpotProportions()].
 #' * `xData()`, as Bioconductor's data packages name their datasets, for the
 #'   data shipped with the package: [cortexData()].
 #' * `xPybridge()` for the set-up: [installPybridge()], [usePybridge()],

@@ -2,7 +2,7 @@
 # the same steps as mk/r.mk, run in the Debian 13 chroot that mk/trixie.sh builds once per machine.
 #   r45-chroot    build the chroot when missing or when its package list changed (cached in $(TRIXIE_ROOT))
 #   r45-install   install the R package into $(R45_LIB) with R 4.5, when its sources changed
-#   r45-test      testthat suite (Python-skips become failures)
+#   r45-test      testthat suite (Python- and SpatialExperiment-skips become failures)
 #   r45-vignettes R CMD build with R 4.5: knits both vignettes, giving $(R45_TARBALL)
 #   r45-check     R CMD check --no-manual on that tarball
 #   r45-timing    wall-clock seconds of each step
@@ -30,7 +30,7 @@ $(R45_STAMP): $(R_SOURCES)
 	$(R45) 'R CMD INSTALL --no-test-load -l $(R45_LIB) . >/dev/null'
 
 r45-test: r45-install
-	$(R45) "Rscript -e 'testthat::test_local(\".\", reporter = \"summary\", stop_on_failure = TRUE)'"
+	$(R45) "PYBRIDGE_REQUIRE_SPATIALEXPERIMENT=1 Rscript -e 'testthat::test_local(\".\", reporter = \"summary\", stop_on_failure = TRUE)'"
 
 # Staged as r-vignettes stages (mk/r.mk: the same files, the Python sdist in inst/python).
 r45-vignettes: r45-install $(PY_SDIST)
