@@ -1,15 +1,23 @@
-"""Spatial deconvolution benchmark: pybridge DestVI (batch-size rule and 128) vs NNLS vs scvi-tools 1.4.2.
+"""Spatial deconvolution benchmark: pybridge DestVI vs cell2location 0.1.5 vs scvi-tools 1.4.2 DestVI vs NNLS.
 
-Pseudo-spots (2-10 cells, Dirichlet(1) compositions, UMIs thinned towards N(20000, 5000)) from the labelled
-single-cell files in ../shared/data; the reference is the other half of each cell type's cells. The same
-reference and spots go to every method; scvi-tools runs in bench/.venv-scvi through
-bench/deconvolution_scvi.py with the same epochs, learning rate, KL warm-up, batch sizes and VampPrior size.
+Silver standards as in the Spotless benchmark (Sang-aram et al. 2024): `pseudo_spots(mode="spotless")` with its
+eight abundance patterns (2-10 cells per spot, 5 regions, spots above 25,000 UMIs downsampled to
+N(20000, 5000)), built from the labelled single-cell files in ../shared/data. The reference is the other half
+of every cell type's cells and is the same for every pattern and spot count of a dataset. The pattern
+"dirichlet" gives the older standard (`mode="random"`, Dirichlet(1) compositions).
 
-    .venv/bin/python bench/deconvolution.py               # full run, rewrites the section in bench/RESULTS.md
-    .venv/bin/python bench/deconvolution.py --no-scvi --sizes 60 --st-epochs 50 --no-write   # smoke run
-    # one dataset per process (2 cores), then one table:
-    .venv/bin/python bench/deconvolution.py --datasets cbmc_rna --no-write --json-out /tmp/cbmc.json
-    .venv/bin/python bench/deconvolution.py --combine /tmp/zeisel.json /tmp/cbmc.json
+Every method sees the same reference, spots and genes. cell2location runs in bench/.venv-c2l
+(bench/setup_c2l_venv.sh) through bench/deconvolution_c2l.py and scvi-tools in bench/.venv-scvi through
+bench/deconvolution_scvi.py, each in its own process with one thread, beside pybridge and NNLS in this one.
+
+Results go to --workdir, one file per method and setting, and a rerun with the same --workdir skips what is
+there: a long run can be stopped and resumed, and methods can be added later. --report reads the workdir and
+writes the section of bench/RESULTS.md.
+
+    .venv/bin/python bench/deconvolution.py --datasets zeisel_cortex --sizes 60 200   # runs, then reports
+    .venv/bin/python bench/deconvolution.py --patterns diverse_overlap --sizes 60 --st-epochs 30 \\
+        --c2l-epochs 200 --workdir /tmp/smoke --no-write                            # smoke run
+    .venv/bin/python bench/deconvolution.py --report                                 # table from the workdir
 """
 
 from __future__ import annotations
@@ -21,7 +29,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -33,18 +40,22 @@ import scipy.sparse as sp
 import torch
 
 from pybridge.deconvolution.baselines import nnls_proportions
-from pybridge.deconvolution.metrics import accuracy_score, deconvolution_metrics, summarize_metrics
-from pybridge.deconvolution.simulate import pseudo_spots
+from pybridge.deconvolution.metrics import deconvolution_metrics, summarize_metrics
+from pybridge.deconvolution.simulate import SPOTLESS_PATTERNS, pseudo_spots
 from pybridge.models.condscvi import CondSCVI
-from pybridge.models.destvi import DestVI, default_batch_size
+from pybridge.models.destvi import DestVI
 
 BENCH = Path(__file__).resolve().parent
 DATA = BENCH.parent.parent / "shared" / "data"
-SCVI_PYTHON = BENCH / ".venv-scvi" / "bin" / "python"
+PEERS = {
+    "scvi-tools DestVI": (BENCH / ".venv-scvi" / "bin" / "python", BENCH / "deconvolution_scvi.py", "scvi"),
+    "cell2location": (BENCH / ".venv-c2l" / "bin" / "python", BENCH / "deconvolution_c2l.py", "c2l"),
+}
+METHODS = ("pybridge DestVI", "cell2location", "scvi-tools DestVI", "NNLS")
+PATTERNS = (*SPOTLESS_PATTERNS, "dirichlet")
 RESULTS = BENCH / "RESULTS.md"
-SECTION = "## Spatial deconvolution"
-COLUMNS = ["celltype_pearson", "celltype_rmse", "celltype_ssim", "celltype_js_divergence", "celltype_aupr",
-           "spot_pearson", "spot_rmse"]
+SECTION = "## Spatial deconvolution: Spotless silver standards"
+SHOWN = ["celltype_pearson", "celltype_rmse", "celltype_js_divergence", "celltype_aupr"]
 
 
 def top_variable_genes(adata: ad.AnnData, n_genes: int) -> list[str]:
@@ -59,153 +70,191 @@ def top_variable_genes(adata: ad.AnnData, n_genes: int) -> list[str]:
     return list(adata.var_names[np.sort(np.argsort(-var)[:n_genes])])
 
 
-def reference_libraries(reference: ad.AnnData) -> pd.Series:
-    """Mean total count of each cell type's reference cells."""
-    totals = pd.Series(np.asarray(reference.X.sum(1)).ravel(), index=reference.obs_names)
-    return totals.groupby(reference.obs["cell_type"].astype(str).to_numpy()).mean()
-
-
-def to_cell_fractions(shares: pd.DataFrame, libraries: pd.Series) -> pd.DataFrame:
+def to_cell_fractions(shares: pd.DataFrame, reference: ad.AnnData) -> pd.DataFrame:
     """Expression shares -> cell shares: divide by each type's mean reference library, renormalise."""
+    totals = pd.Series(np.asarray(reference.X.sum(1)).ravel(), index=reference.obs_names)
+    libraries = totals.groupby(reference.obs["cell_type"].astype(str).to_numpy()).mean()
     cells = shares / libraries.loc[shares.columns].to_numpy()[None, :]
     return cells.div(cells.sum(1), axis=0)
 
 
-def scvi_available() -> bool:
-    if not SCVI_PYTHON.exists():
-        return False
-    return subprocess.run([str(SCVI_PYTHON), "-c", "import scvi"], capture_output=True, check=False).returncode == 0
-
-
-def run_dataset(name: str, args: argparse.Namespace, use_scvi: bool) -> list[dict]:
+def prepare(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
+    """Write the reference and every (pattern, size) spot set of one dataset; return the settings."""
+    work.mkdir(parents=True, exist_ok=True)
     cells = ad.read_h5ad(DATA / f"{name}.h5ad")
-    genes = top_variable_genes(cells, args.n_genes)
-    cells = cells[:, genes].copy()
-    spot_sets = {}
+    cells = cells[:, top_variable_genes(cells, args.n_genes)].copy()
+    settings = []
     for n in args.sizes:
-        spots, reference = pseudo_spots(cells, "cell_type", n_spots=n, target_umi=(20000, 5000), seed=args.seed)
-        spots = spots[np.asarray(spots.X.sum(1)).ravel() > 0].copy()
-        del spots.obsm["cell_membership"]
-        spot_sets[n] = spots
-    rows: list[dict] = []
-    truths = {n: s.obsm["proportions"] for n, s in spot_sets.items()}
+        for pattern in args.patterns:
+            key = f"{pattern}_{n}"
+            path = work / f"spots_{key}.h5ad"
+            if not path.exists():
+                mode = "random" if pattern == "dirichlet" else "spotless"
+                kwargs = {} if pattern == "dirichlet" else {"pattern": pattern}
+                spots, reference = pseudo_spots(cells, "cell_type", n_spots=n, mode=mode,
+                                                target_umi=(20000, 5000), seed=args.seed, **kwargs)
+                spots = spots[np.asarray(spots.X.sum(1)).ravel() > 0].copy()
+                spots.obsm["proportions"].to_csv(work / f"truth_{key}.csv")
+                del spots.obsm["cell_membership"], spots.obsm["proportions"], spots.obsm["umi_proportions"]
+                spots.uns = {}
+                spots.write_h5ad(path)
+                if not (work / "reference.h5ad").exists():
+                    reference.write_h5ad(work / "reference.h5ad")
+            n_cells = float(ad.read_h5ad(path).obs["n_cells"].mean())
+            epochs = args.st_epochs if n < 1000 else args.large_epochs
+            settings.append({"key": key, "pattern": pattern, "n_spots": n, "file": path.name,
+                             "n_cells_per_location": n_cells, "epochs": epochs,
+                             "batch_size": min(128, max(4, n // 10))})
+    return settings
 
-    def record(n, method, batch, seconds, pred):
-        summary = summarize_metrics(deconvolution_metrics(truths[n], pred))
-        rows.append({"dataset": name, "n_spots": n, "method": method, "batch_size": batch, "train_s": seconds,
-                     **summary[COLUMNS].to_dict()})
-        print(f"{name} n={n} {method} batch={batch}: pearson {summary['celltype_pearson']:.3f} rmse "
-              f"{summary['celltype_rmse']:.4f} ({seconds:.0f}s)", flush=True)
 
-    runs = []
-    for n in args.sizes:
-        epochs = args.st_epochs if n < 1000 else args.large_epochs
-        for batch in dict.fromkeys([default_batch_size(n), 128]):
-            runs.append({"n_spots": n, "batch_size": batch, "epochs": epochs})
-    paper_runs = [{"n_spots": n, "batch_size": default_batch_size(n), "epochs": args.st_epochs}
-                  for n in args.sizes if n < 1000]
-    libraries = reference_libraries(reference)
+def done(work: Path, tag: str, key: str) -> bool:
+    return (work / f"{tag}_{key}.csv").exists()
 
-    with tempfile.TemporaryDirectory(prefix="deconv_bench_") as tmp:
-        work = Path(tmp)
-        scvi_proc = None
-        if use_scvi:
-            reference.write_h5ad(work / "reference.h5ad")
-            for n, spots in spot_sets.items():
-                spots.write_h5ad(work / f"spots_{n}.h5ad")
-            tasks = {"labels_key": "cell_type", "sc_epochs": args.sc_epochs,
-                     "lr": args.lr, "n_epochs_kl_warmup": args.kl_warmup, "vamp_prior_p": 15, "seed": args.seed,
-                     "threads": args.threads, "runs": runs}
-            (work / "scvi_tasks.json").write_text(json.dumps(tasks))
 
+def record_timing(work: Path, tag: str, key: str, seconds: float) -> None:
+    path = work / f"{tag}_timings.json"
+    timings = json.loads(path.read_text()) if path.exists() else {}
+    timings[key] = seconds
+    path.write_text(json.dumps(timings))
+
+
+def start_peer(method: str, settings: list[dict], args: argparse.Namespace, work: Path):
+    """Start a peer's worker process on the settings it has not finished; None when there is nothing to do."""
+    python, script, tag = PEERS[method]
+    runs = [s for s in settings if not done(work, tag, s["key"])]
+    if not runs or not python.exists():
+        if runs:
+            print(f"{method}: {python} is missing, skipped (see {script.name})", file=sys.stderr)
+        return None
+    tasks = {"labels_key": "cell_type", "seed": args.seed, "threads": 1, "runs": runs,
+             "sc_epochs": args.sc_epochs, "lr": args.lr, "n_epochs_kl_warmup": args.kl_warmup, "vamp_prior_p": 15,
+             "ref_epochs": args.c2l_ref_epochs, "st_epochs": args.c2l_epochs}
+    (work / f"{tag}_tasks.json").write_text(json.dumps(tasks))
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    log = open(work / f"{tag}.log", "a")  # noqa: SIM115 - closed with the process by the caller
+    return subprocess.Popen([str(python), str(script), "--workdir", str(work)], env=env, stdout=log, stderr=log)
+
+
+def run_pybridge(settings: list[dict], args: argparse.Namespace, work: Path) -> None:
+    """pybridge CondSCVI (once per dataset) and DestVI on every unfinished setting, then NNLS."""
+    todo = [s for s in settings if not done(work, "pybridge", s["key"])]
+    reference = ad.read_h5ad(work / "reference.h5ad")
+    if todo:
         ref = reference.copy()
         CondSCVI.setup_anndata(ref, labels_key="cell_type")
         sc_model = CondSCVI(ref)
         start = time.perf_counter()
         sc_model.train(max_epochs=args.sc_epochs, seed=args.seed, progress=False)
-        rows.append({"dataset": name, "n_spots": None, "method": "pybridge CondSCVI", "batch_size": 128,
-                     "train_s": time.perf_counter() - start})
-        variants = [("pybridge DestVI", None, run) for run in runs]
-        variants += [("pybridge DestVI (paper objective)", 0.0, run) for run in paper_runs]
-        for method, augmentation_weight, run in variants:
-            n, batch = run["n_spots"], run["batch_size"]
-            spots = spot_sets[n].copy()
-            DestVI.setup_anndata(spots)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model = DestVI.from_rna_model(spots, sc_model, vamp_prior_p=15,
-                                              augmentation_weight=augmentation_weight)
-                start = time.perf_counter()
-                model.train(max_epochs=run["epochs"], lr=args.lr, batch_size=batch,
-                            n_epochs_kl_warmup=args.kl_warmup, seed=args.seed, progress=False)
-            record(n, method, batch, time.perf_counter() - start, model.get_proportions(cell_fractions=True))
-        for n in args.sizes:
+        record_timing(work, "pybridge", "reference", time.perf_counter() - start)
+    for setting in todo:
+        spots = ad.read_h5ad(work / setting["file"])
+        DestVI.setup_anndata(spots)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = DestVI.from_rna_model(spots, sc_model, vamp_prior_p=15)
             start = time.perf_counter()
-            pred = nnls_proportions(spot_sets[n], reference, "cell_type")
-            record(n, "NNLS", None, time.perf_counter() - start, pred)
-
-        if use_scvi:
-            env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-            scvi_proc = subprocess.run([str(SCVI_PYTHON), str(BENCH / "deconvolution_scvi.py"), "--workdir", tmp],
-                                       env=env, capture_output=True, text=True, check=False)
-            if scvi_proc.returncode != 0:
-                print(scvi_proc.stderr[-3000:], file=sys.stderr)
-            timings_file = work / "scvi_timings.json"
-            timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
-            if "condscvi" in timings:
-                rows.append({"dataset": name, "n_spots": None, "method": "scvi-tools CondSCVI", "batch_size": 128,
-                             "train_s": timings["condscvi"]})
-            for run in runs:
-                key = f"{run['n_spots']}_{run['batch_size']}"
-                csv = work / f"scvi_{key}.csv"
-                if csv.exists():
-                    shares = pd.read_csv(csv, index_col=0)
-                    record(run["n_spots"], "scvi-tools DestVI", run["batch_size"], timings[key],
-                           to_cell_fractions(shares, libraries))
-    return rows
+            model.train(max_epochs=setting["epochs"], lr=args.lr, batch_size=setting["batch_size"],
+                        n_epochs_kl_warmup=args.kl_warmup, seed=args.seed, progress=False)
+        record_timing(work, "pybridge", setting["key"], time.perf_counter() - start)
+        model.get_proportions(cell_fractions=True).to_csv(work / f"pybridge_{setting['key']}.csv")
+        print(f"{work.name} {setting['key']}: pybridge DestVI done", flush=True)
+    for setting in settings:
+        if done(work, "nnls", setting["key"]):
+            continue
+        spots = ad.read_h5ad(work / setting["file"])
+        start = time.perf_counter()
+        pred = nnls_proportions(spots, reference, "cell_type")
+        record_timing(work, "nnls", setting["key"], time.perf_counter() - start)
+        pred.to_csv(work / f"nnls_{setting['key']}.csv")
 
 
-def add_accuracy_scores(table: pd.DataFrame) -> pd.DataFrame:
-    table = table.copy()
-    table["accuracy_score"] = np.nan
-    scored = table["n_spots"].notna()
-    for _, group in table[scored].groupby(["dataset", "n_spots"]):
-        labels = group["method"] + " " + group["batch_size"].astype(str)
-        summaries = group[COLUMNS].set_axis(labels.to_numpy())
-        table.loc[group.index, "accuracy_score"] = accuracy_score(summaries).to_numpy()
-    return table
+def run_dataset(name: str, args: argparse.Namespace) -> None:
+    work = Path(args.workdir) / name
+    settings = prepare(name, args, work)
+    peers = [start_peer("cell2location", settings, args, work)] if "cell2location" in args.methods else []
+    if "pybridge DestVI" in args.methods:
+        run_pybridge(settings, args, work)
+    if "scvi-tools DestVI" in args.methods:
+        peers.append(start_peer("scvi-tools DestVI", settings, args, work))
+    for proc in filter(None, peers):
+        if proc.wait() != 0:
+            print(f"{proc.args[1]} exited with {proc.returncode}; see the .log files in {work}", file=sys.stderr)
 
 
-def markdown(table: pd.DataFrame, args: argparse.Namespace, use_scvi: bool) -> str:
-    shown = table.copy()
-    shown["n_spots"] = shown["n_spots"].map(lambda v: "reference" if pd.isna(v) else str(int(v)))
-    shown["batch_size"] = shown["batch_size"].map(lambda v: "-" if pd.isna(v) else str(int(v)))
-    for column in [*COLUMNS, "accuracy_score"]:
-        shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
-    shown["train_s"] = shown["train_s"].map(lambda v: f"{v:.1f}")
-    header = "| " + " | ".join(shown.columns) + " |"
-    lines = [header, "|" + "---|" * len(shown.columns)]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in shown.itertuples(index=False)]
+def collect(workdir: Path) -> pd.DataFrame:
+    """One row per dataset, setting and method with the summary metrics and the training time."""
+    tags = {"pybridge DestVI": "pybridge", "cell2location": "c2l", "scvi-tools DestVI": "scvi", "NNLS": "nnls"}
+    rows = []
+    for work in sorted(p for p in workdir.iterdir() if (p / "reference.h5ad").exists()):
+        reference = None
+        for truth_file in sorted(work.glob("truth_*.csv")):
+            key = truth_file.stem.removeprefix("truth_")
+            pattern, n_spots = key.rsplit("_", 1)
+            truth = pd.read_csv(truth_file, index_col=0)
+            for method, tag in tags.items():
+                path = work / f"{tag}_{key}.csv"
+                if not path.exists():
+                    continue
+                pred = pd.read_csv(path, index_col=0)
+                if method == "scvi-tools DestVI":
+                    reference = reference if reference is not None else ad.read_h5ad(work / "reference.h5ad")
+                    pred = to_cell_fractions(pred, reference)
+                timings = json.loads((work / f"{tag}_timings.json").read_text())
+                summary = summarize_metrics(deconvolution_metrics(truth, pred.loc[truth.index]))
+                rows.append({"dataset": work.name, "pattern": pattern, "n_spots": int(n_spots), "method": method,
+                             "train_s": timings.get(key, np.nan), **summary[SHOWN].to_dict()})
+    return pd.DataFrame(rows)
+
+
+def wins(table: pd.DataFrame) -> pd.DataFrame:
+    """Per setting: does pybridge DestVI have Pearson >= and RMSE <= cell2location's?"""
+    wide = table.pivot_table(index=["dataset", "pattern", "n_spots"], columns="method",
+                             values=["celltype_pearson", "celltype_rmse"])
+    both = wide.dropna(subset=[("celltype_pearson", "pybridge DestVI"), ("celltype_pearson", "cell2location")])
+    return pd.DataFrame({
+        "pearson_win": both[("celltype_pearson", "pybridge DestVI")] >= both[("celltype_pearson", "cell2location")],
+        "rmse_win": both[("celltype_rmse", "pybridge DestVI")] <= both[("celltype_rmse", "cell2location")],
+    })
+
+
+def markdown(table: pd.DataFrame, args: argparse.Namespace) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    settings = (
-        f"Run {now} on {platform.machine()} CPU ({os.cpu_count()} cores, torch threads {args.threads}, shared "
-        f"with other jobs), `bench/deconvolution.py {' '.join(sys.argv[1:])}`. Pseudo-spots: 2-10 cells, "
-        f"Dirichlet(1) compositions, UMIs thinned towards N(20000, 5000), seed {args.seed}; reference = the other "
-        f"half of every cell type's cells; top {args.n_genes} variable genes. Both tools: CondSCVI "
-        f"{args.sc_epochs} epochs (lr 1e-3, batch 128), DestVI {args.st_epochs} epochs below 1000 spots and "
-        f"{args.large_epochs} at 2000 spots (the reference's 2000-2500 epochs do not fit the shared 2-core machine), lr {args.lr}, KL warm-up "
-        f"{args.kl_warmup} epochs, VampPrior p = 15, amortization 'both'. pybridge DestVI uses its default "
-        f"synthetic-spot supervision (weight 1000, compositions ~ Dirichlet(0.1)); 'paper objective' rows set "
-        f"augmentation_weight=0; scvi-tools runs with its own defaults (augmentation on). Batch size: the rule "
-        f"min(128, max(4, n_spots // 10)) and 128 (at 2000 spots both are 128). DestVI weights (shares of expression) are turned into shares of cells for both tools by "
-        f"dividing by each type's mean reference library and renormalising (`get_proportions(cell_fractions=True)`). "
-        f"Metrics: means over cell types "
-        f"(celltype_*) or spots (spot_*) of `pybridge.deconvolution.deconvolution_metrics`; accuracy_score ranks the "
-        f"methods within each dataset and spot count (1 = best on every metric). train_s = training wall time."
-    )
-    if not use_scvi:
-        settings += " scvi-tools was not available in this run."
-    return "\n".join([SECTION, "", settings, "", *lines, ""])
+    lines = [SECTION, "", (
+        f"Report written {now} from the workdir of `bench/deconvolution.py` on {platform.machine()} CPU "
+        f"({os.cpu_count()} cores; each method one thread; pybridge/NNLS, scvi-tools and cell2location ran in "
+        f"separate processes at the same time, so train_s is each method's own wall time on a shared machine). "
+        f"Standards: `pseudo_spots(mode='spotless')` (5 regions, 2-10 cells per spot, spots above 25,000 UMIs "
+        f"downsampled to N(20000, 5000)), seed {args.seed}, top {args.n_genes} variable genes; the reference is "
+        f"the other half of every type's cells. pybridge DestVI: CondSCVI {args.sc_epochs} epochs, DestVI "
+        f"{args.st_epochs} epochs below 1,000 spots and {args.large_epochs} from 1,000, batch min(128, max(4, "
+        f"n/10)), lr {args.lr}, KL warm-up {args.kl_warmup}, its defaults otherwise; scvi-tools DestVI: the same "
+        f"settings with its own defaults (MoG prior on CondSCVI); cell2location 0.1.5: reference regression "
+        f"{args.c2l_ref_epochs} epochs, spatial model {args.c2l_epochs} full-batch epochs, N_cells_per_location "
+        f"= the spots' mean number of cells, detection_alpha 20, proportions = posterior mean abundances "
+        f"normalised per spot. Metrics: means over cell types of `pybridge.evaluate.deconvolution_metrics` on "
+        f"cell fractions (DestVI expression shares divided by each type's mean reference library)."), ""]
+    if table.empty:
+        return "\n".join([*lines, "No results in the workdir yet.", ""])
+    verdict = wins(table)
+    if len(verdict):
+        n_both = int((verdict["pearson_win"] & verdict["rmse_win"]).sum())
+        lines += [(f"pybridge DestVI vs cell2location: Pearson >= and RMSE <= on {n_both} of {len(verdict)} "
+                   f"settings (Pearson alone {int(verdict['pearson_win'].sum())}, RMSE alone "
+                   f"{int(verdict['rmse_win'].sum())})."), ""]
+    for (dataset, n_spots), group in table.groupby(["dataset", "n_spots"]):
+        lines += [f"### {dataset}, {n_spots} spots", "",
+                  "| pattern | " + " | ".join(f"{m} Pearson / RMSE / s" for m in METHODS) + " |",
+                  "|---|" + "---|" * len(METHODS)]
+        for pattern, rows in group.groupby("pattern", sort=False):
+            cells = []
+            for method in METHODS:
+                row = rows[rows["method"] == method]
+                cells.append("" if row.empty else "{:.3f} / {:.3f} / {:.0f}".format(
+                    *row[["celltype_pearson", "celltype_rmse", "train_s"]].iloc[0]))
+            lines.append(f"| {pattern} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def write_section(text: str) -> None:
@@ -223,38 +272,29 @@ def write_section(text: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", nargs="+", default=["zeisel_cortex", "cbmc_rna"])
+    parser.add_argument("--datasets", nargs="+", default=["zeisel_cortex", "cbmc_rna", "pbmc68k_small"])
+    parser.add_argument("--patterns", nargs="+", default=list(SPOTLESS_PATTERNS), choices=PATTERNS)
     parser.add_argument("--sizes", nargs="+", type=int, default=[60, 200, 2000])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--workdir", default=str(BENCH / ".deconvolution-runs"))
     parser.add_argument("--n-genes", type=int, default=500)
     parser.add_argument("--sc-epochs", type=int, default=60)
     parser.add_argument("--st-epochs", type=int, default=300, help="DestVI epochs below 1000 spots")
     parser.add_argument("--large-epochs", type=int, default=200, help="DestVI epochs from 1000 spots")
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--kl-warmup", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--c2l-ref-epochs", type=int, default=250, help="cell2location reference model epochs")
+    parser.add_argument("--c2l-epochs", type=int, default=30000, help="cell2location spatial model epochs")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-scvi", action="store_true")
-    parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--json-out", default=None)
-    parser.add_argument("--combine", nargs="+", default=None, metavar="JSON",
-                        help="write one table from the --json-out files of earlier runs (same settings)")
+    parser.add_argument("--report", action="store_true", help="only write the table from the workdir")
+    parser.add_argument("--no-write", action="store_true", help="print the table instead of writing RESULTS.md")
     args = parser.parse_args()
-    if args.combine:
-        rows = [row for path in args.combine for row in json.loads(Path(path).read_text())]
-        table = add_accuracy_scores(pd.DataFrame(rows).drop(columns="accuracy_score"))
-        write_section(markdown(table, args, use_scvi="scvi-tools DestVI" in set(table["method"])))
-        return
-    torch.set_num_threads(args.threads)
-    use_scvi = not args.no_scvi and scvi_available()
-    rows = []
-    for name in args.datasets:
-        rows += run_dataset(name, args, use_scvi)
-    table = add_accuracy_scores(pd.DataFrame(rows))
-    print(table.to_string())
-    if args.json_out:
-        table.to_json(args.json_out, orient="records", indent=1)
-    if not args.no_write:
-        write_section(markdown(table, args, use_scvi))
+    torch.set_num_threads(1)
+    if not args.report:
+        for name in args.datasets:
+            run_dataset(name, args)
+    text = markdown(collect(Path(args.workdir)), args)
+    print(text) if args.no_write else write_section(text)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """scvi-tools 1.4.2 side of bench/deconvolution.py; runs inside bench/.venv-scvi (never imports pybridge).
 
-Reads WORKDIR/reference.h5ad, WORKDIR/spots_<n>.h5ad and WORKDIR/scvi_tasks.json; writes
-WORKDIR/scvi_<n>_<batch>.csv (proportions) and WORKDIR/scvi_timings.json.
+Reads WORKDIR/reference.h5ad, the spot files and settings in WORKDIR/scvi_tasks.json; writes
+WORKDIR/scvi_<key>.csv (DestVI proportions, shares of expression) and WORKDIR/scvi_timings.json after every run.
 """
 
 from __future__ import annotations
@@ -32,19 +32,21 @@ def main() -> None:
     sc_model = CondSCVI(reference, prior="mog")
     start = time.perf_counter()
     sc_model.train(max_epochs=tasks["sc_epochs"], accelerator="cpu", enable_progress_bar=False)
-    timings = {"condscvi": time.perf_counter() - start}
+    timings_file = work / "scvi_timings.json"
+    timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
+    timings["reference"] = time.perf_counter() - start
     for run in tasks["runs"]:
-        spots = ad.read_h5ad(work / f"spots_{run['n_spots']}.h5ad")
+        spots = ad.read_h5ad(work / run["file"])
         st_model = DestVI.from_rna_model(spots, sc_model, vamp_prior_p=tasks["vamp_prior_p"])
         start = time.perf_counter()
         st_model.train(
             max_epochs=run["epochs"], lr=tasks["lr"], batch_size=run["batch_size"],
             n_epochs_kl_warmup=tasks["n_epochs_kl_warmup"], accelerator="cpu", enable_progress_bar=False,
         )
-        timings[f"{run['n_spots']}_{run['batch_size']}"] = time.perf_counter() - start
-        st_model.get_proportions().to_csv(work / f"scvi_{run['n_spots']}_{run['batch_size']}.csv")
-        (work / "scvi_timings.json").write_text(json.dumps(timings))
-    (work / "scvi_timings.json").write_text(json.dumps(timings))
+        timings[run["key"]] = time.perf_counter() - start
+        st_model.get_proportions().to_csv(work / f"scvi_{run['key']}.csv")
+        timings_file.write_text(json.dumps(timings))
+    timings_file.write_text(json.dumps(timings))
 
 
 if __name__ == "__main__":
