@@ -52,10 +52,12 @@ def write_csr_h5ad(
 
 def simulate_nb_blocks(
     n_obs: int, n_vars: int, block_cells: int = 10_000, seed: int = 0, mean_total: float = 1_000.0,
-    theta: float = 2.0, genes_per_type: int = 300, n_types: int = 5,
-) -> Iterator[sp.csr_matrix]:
+    theta: float = 2.0, genes_per_type: int = 300, n_types: int = 5, return_types: bool = False,
+) -> Iterator[sp.csr_matrix] | Iterator[tuple[sp.csr_matrix, np.ndarray]]:
     """Negative-binomial (gamma-Poisson) counts of ``n_types`` cell types, each expressing its own random set of
-    ``genes_per_type`` genes, generated block by block (vectorised over the expressed genes only)."""
+    ``genes_per_type`` genes, generated block by block (vectorised over the expressed genes only).
+
+    ``return_types=True`` yields ``(block, cell type codes of its rows)`` instead of the block alone."""
     rng = np.random.default_rng(seed)
     k = min(genes_per_type, n_vars)
     gene_sets = np.sort(np.stack([rng.choice(n_vars, k, replace=False) for _ in range(n_types)]), axis=1)
@@ -69,4 +71,4 @@ def simulate_nb_blocks(
         counts[:, 0] += counts.sum(axis=1) == 0  # no empty cells
         block = sp.csr_matrix((counts.ravel(), gene_sets[kinds].ravel(), np.arange(m + 1) * k), shape=(m, n_vars))
         block.eliminate_zeros()
-        yield block
+        yield (block, kinds) if return_types else block

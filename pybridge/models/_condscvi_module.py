@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pybridge.nn.distributions import lgamma_shift
 from pybridge.nn.layers import Encoder, FCLayers
 from pybridge.nn.loss import LossOutput
 
@@ -28,8 +29,7 @@ def nb_total_count_logits_nll(
     """
     total_count = total_count.clamp_min(1e-8)
     log_prob = (
-        torch.lgamma(x + total_count)
-        - torch.lgamma(total_count)
+        lgamma_shift(x, total_count)
         + total_count * F.logsigmoid(-logits)
         + x * F.logsigmoid(logits)
     ).sum(-1)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pybridge.models._condscvi_module import cell_type_decoder, nb_total_count_logits_nll
+from pybridge.nn.distributions import sample_nb
 from pybridge.nn.layers import FCLayers
 from pybridge.nn.loss import LossOutput
 
@@ -163,8 +164,7 @@ class DestVIModule(nn.Module):
         composition = torch.distributions.Dirichlet(concentration).sample((n,))
         rho = self.cell_type_rho(self.sample_gamma_prior(n)) * torch.exp(self.beta)
         total_count = (library * (composition[:, :, None] * rho).sum(1)).clamp_min(1e-8)
-        rate = torch.distributions.Gamma(total_count, torch.exp(-self.px_o).expand_as(total_count)).sample()
-        return torch.poisson(rate), composition
+        return sample_nb(total_count * torch.exp(self.px_o), total_count), composition
 
     def augmentation_loss(self, x: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy between synthetic spots' compositions and the proportions read from them."""

@@ -255,5 +255,39 @@ def count_log_lik_sum(
         return _CountLogLikSum.apply(x, log_mu, theta, zi_logits, integer_counts)
 
 
+class _LgammaShift(torch.autograd.Function):
+    """lgamma(x + r) - lgamma(r) for counts x >= 0, evaluated on the non-zero counts only (it is 0 where x = 0)."""
+
+    @staticmethod
+    def forward(ctx, x, r):
+        positions = torch.nonzero(x.reshape(-1)).squeeze(1)
+        xs, rs = x.reshape(-1).index_select(0, positions), r.reshape(-1).index_select(0, positions)
+        out = torch.zeros_like(r)
+        out.view(-1).index_copy_(0, positions, torch.lgamma(xs + rs) - torch.lgamma(rs))
+        ctx.save_for_backward(positions, xs, rs)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, upstream):
+        positions, xs, rs = ctx.saved_tensors
+        grad = torch.zeros_like(upstream)
+        shift = torch.digamma(xs + rs) - torch.digamma(rs)
+        grad.view(-1).index_copy_(0, positions, upstream.reshape(-1).index_select(0, positions) * shift)
+        return None, grad
+
+
+def lgamma_shift(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """lgamma(x + r) - lgamma(r) for counts ``x`` >= 0 and ``r`` > 0 of the same shape (gradient for ``r``).
+
+    Most counts are 0, where the value and its gradient are 0: eagerly on the CPU only the non-zero entries are
+    evaluated (lgamma and digamma cost tens of ns each); on a GPU or while compiling, the dense formula (no host
+    synchronisation).
+    """
+    if not _host_sync_allowed(x) or x.shape != r.shape or x.requires_grad:
+        return torch.lgamma(x + r) - torch.lgamma(r)
+    return _LgammaShift.apply(x, r)
+
+
 def _full_precision(t: torch.Tensor | None) -> torch.Tensor | None:
     return t.float() if t is not None and t.dtype in (torch.float16, torch.bfloat16) else t

@@ -149,3 +149,14 @@ def test_fused_likelihood_non_integer_counts():
     theta = torch.tensor([0.7, 2.0, 9.0], dtype=torch.float64)
     ref = D.log_nb_positive(x, log_mu.exp(), theta, include_constant=False).sum(-1)
     torch.testing.assert_close(D.count_log_lik_sum(x, log_mu, theta, integer_counts=False), ref)
+
+
+def test_lgamma_shift_skips_zero_counts_exactly():
+    x = torch.as_tensor(X[:3200].reshape(-1, 8), dtype=torch.float64)
+    r = torch.as_tensor(THETA[:3200].reshape(-1, 8), dtype=torch.float64).clamp(1e-3, 1e4).requires_grad_()
+    dense = torch.lgamma(x + r) - torch.lgamma(r)
+    torch.testing.assert_close(D.lgamma_shift(x, r), dense, rtol=0, atol=0)
+    (grad,) = torch.autograd.grad(D.lgamma_shift(x, r).sum(), r)
+    torch.testing.assert_close(grad, torch.where(x > 0, torch.digamma(x + r) - torch.digamma(r), 0.0))
+    small = (x[:20, :4].clone(), r[:20, :4].detach().clone().requires_grad_())
+    assert torch.autograd.gradcheck(lambda rr: D.lgamma_shift(small[0], rr), (small[1],))
