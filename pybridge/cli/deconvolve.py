@@ -31,7 +31,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--reference-layer", default=None, help="reference layer with raw counts (default: X)")
     p.add_argument("--spots-layer", default=None, help="spots layer with raw counts (default: X)")
     p.add_argument("--sc-max-epochs", type=int, default=300, help="CondSCVI epochs (default 300)")
-    p.add_argument("--st-max-epochs", type=int, default=2000, help="DestVI epochs (default 2000)")
+    p.add_argument("--st-max-epochs", type=int, default=None,
+                   help="DestVI epochs (default: 20,000 optimizer steps, at most 2,000 epochs)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="DestVI minibatch size (default min(128, max(4, n_spots // 10)))")
     p.add_argument("--lr", type=float, default=3e-3, help="DestVI learning rate (default 3e-3)")

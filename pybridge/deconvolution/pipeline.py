@@ -32,7 +32,7 @@ def run_destvi(
     spots_layer: str | None = None,
     reference_layer: str | None = None,
     sc_max_epochs: int = 300,
-    st_max_epochs: int = 2000,
+    st_max_epochs: int | None = None,
     batch_size: int | None = None,
     lr: float = 3e-3,
     vamp_prior_p: int | None = 15,
@@ -52,6 +52,7 @@ def run_destvi(
     warning when the overlap is partial (an error under 50). ``cell_fractions=True`` reports shares of cells
     instead of shares of expression (see :meth:`DestVI.get_proportions`). ``augmentation_weight`` is the
     synthetic-spot supervision of :class:`DestVI` (None = its default; 0 = the paper's objective).
+    ``st_max_epochs=None`` uses DestVI's schedule of 20,000 optimizer steps (at most 2,000 epochs).
     """
     for name, value in (("spots", spots), ("reference", reference)):
         if not isinstance(value, AnnData):

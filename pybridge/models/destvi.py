@@ -25,12 +25,25 @@ MIN_RELIABLE_SPOTS = 50
 MAX_BATCH_SIZE = 128
 MIN_BATCH_SIZE = 4
 DEFAULT_AUGMENTATION_WEIGHT = 1000.0
+DEFAULT_MAX_STEPS = 20_000
+MAX_DEFAULT_EPOCHS = 2000
+KL_WARMUP_SHARE = 0.1
 _SPOT_COUNTS = "DestVI deconvolves counts: pass the spots and the reference before minifying."
 
 
 def default_batch_size(n_spots: int) -> int:
     """min(128, max(4, n_spots // 10)): small data need small minibatches (scvi-tools blog, 2022)."""
     return min(MAX_BATCH_SIZE, max(MIN_BATCH_SIZE, n_spots // 10))
+
+
+def default_max_epochs(n_spots: int, batch_size: int, max_steps: int = DEFAULT_MAX_STEPS) -> int:
+    """Epochs that give ``max_steps`` optimizer steps, at most the reference's 2,000.
+
+    With the batch-size rule, spots up to 1,280 take 10 minibatches per epoch, so 2,000 epochs are 20,000 steps
+    there; larger data reach the same number of steps in fewer epochs (100,000 spots: 26 epochs of 782 steps).
+    """
+    steps_per_epoch = -(-n_spots // batch_size)
+    return max(1, min(MAX_DEFAULT_EPOCHS, -(-max_steps // steps_per_epoch)))
 
 
 def shared_genes(reference_genes: list[str], spot_genes, what: str = "DestVI") -> list[str]:
@@ -191,23 +204,27 @@ class DestVI(BaseModel):
 
     def train(
         self,
-        max_epochs: int = 2000,
+        max_epochs: int | None = None,
         lr: float = 3e-3,
         batch_size: int | None = None,
-        n_epochs_kl_warmup: int | None = 200,
+        n_epochs_kl_warmup: int | None = None,
         weight_decay: float = 1e-6,
         eps: float = 0.01,
         accelerator: str = "auto",
         seed: int = 0,
         progress: bool | EpochCallback | None = None,
+        max_steps: int | None = None,
         **kwargs,
     ) -> None:
         """MAP training on all spots (further keywords as for :meth:`pybridge.SCVI.train`).
 
         ``batch_size=None`` uses min(128, max(4, n_spots // 10)): with minibatches close to the number of spots
         DestVI takes too few gradient steps and under-fits (scvi-tools blog, 2022; the batch-size comparison is in
-        bench/RESULTS.md). Epochs, lr and warm-up are the reference's (2000, 3e-3, 200). Accuracy keeps rising
-        with the number of steps, so fewer epochs are not a safe default.
+        bench/RESULTS.md). The schedule is set in optimizer steps: ``max_epochs=None`` trains for
+        ``max_steps`` steps (default 20,000, what the reference's 2,000 epochs give up to 1,280 spots), at most
+        2,000 epochs, so a Visium HD slide of 100,000 spots takes 26 epochs rather than 2,000.
+        ``n_epochs_kl_warmup=None`` warms the prior up over the first 10 % of the epochs (the reference's 200 of
+        2,000). lr is the reference's 3e-3.
         """
         n_spots = self.adata.n_obs
         if n_spots < MIN_RELIABLE_SPOTS:
@@ -218,6 +235,16 @@ class DestVI(BaseModel):
             )
         if batch_size is None:
             batch_size = default_batch_size(n_spots)
+        if max_steps is not None and (int(max_steps) != max_steps or max_steps < 1):
+            raise PybridgeError(f"DestVI.train: max_steps must be a whole number >= 1, got {max_steps!r}")
+        if max_epochs is None:
+            max_epochs = default_max_epochs(n_spots, batch_size, int(max_steps or DEFAULT_MAX_STEPS))
+        elif max_steps is not None:
+            raise PybridgeError(
+                f"DestVI.train: pass max_epochs ({max_epochs}) or max_steps ({max_steps}), not both"
+            )
+        if n_epochs_kl_warmup is None:
+            n_epochs_kl_warmup = max(1, round(KL_WARMUP_SHARE * max_epochs))
         super().train(
             max_epochs=max_epochs, batch_size=batch_size, train_size=1.0, lr=lr, weight_decay=weight_decay,
             eps=eps, n_epochs_kl_warmup=n_epochs_kl_warmup, accelerator=accelerator, seed=seed, progress=progress,

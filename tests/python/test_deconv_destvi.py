@@ -17,7 +17,7 @@ from pybridge.cli.main import main as cli_main
 from pybridge.deconvolution import deconvolution_metrics, summarize_metrics
 from pybridge.deconvolution.simulate import pseudo_spots
 from pybridge.errors import PybridgeError
-from pybridge.models.destvi import default_batch_size
+from pybridge.models.destvi import default_batch_size, default_max_epochs
 
 N_GENES = 300
 
@@ -106,6 +106,23 @@ def test_batch_size_rule_and_small_data_warning(trained):
     model = DestVI.from_rna_model(few, sc_model)
     with pytest.warns(UserWarning, match="fewer than 50 spots"):
         model.train(max_epochs=1, progress=False)
+
+
+def test_schedule_is_set_in_optimizer_steps(trained):
+    # 20,000 steps: 2,000 epochs of 10 minibatches up to 1,280 spots, fewer epochs beyond
+    sizes = (60, 1280, 2000, 100_000)
+    assert [default_max_epochs(n, default_batch_size(n)) for n in sizes] == [2000, 2000, 1250, 26]
+    assert default_max_epochs(100, 10, max_steps=25) == 3
+    spots, _, sc_model, _ = trained
+    model = DestVI.from_rna_model(spots.copy(), sc_model)
+    seen = []
+    model.train(max_steps=25, batch_size=10, progress=lambda epoch, total, record: seen.append((total, record)))
+    assert len(seen) == -(-25 // -(-spots.n_obs // 10)) == seen[0][0]
+    assert seen[0][1]["kl_weight"] == 0.0 and seen[-1][1]["kl_weight"] == 1.0  # warm-up over 10 % of epochs
+    with pytest.raises(PybridgeError, match="max_epochs .* or max_steps"):
+        model.train(max_epochs=2, max_steps=10)
+    with pytest.raises(PybridgeError, match="max_steps must be a whole number"):
+        model.train(max_steps=0)
 
 
 def test_reference_without_label_column(cortex_small):
