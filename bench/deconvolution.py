@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+from minify_bench import write_section
 
 from pybridge.deconvolution.baselines import nnls_proportions
 from pybridge.deconvolution.metrics import deconvolution_metrics, summarize_metrics
@@ -220,7 +221,7 @@ def wins(table: pd.DataFrame) -> pd.DataFrame:
 
 def markdown(table: pd.DataFrame, args: argparse.Namespace) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [SECTION, "", (
+    lines = [(
         f"Report written {now} from the workdir of `bench/deconvolution.py` on {platform.machine()} CPU "
         f"({os.cpu_count()} cores; each method one thread; pybridge/NNLS, scvi-tools and cell2location ran in "
         f"separate processes at the same time, so train_s is each method's own wall time on a shared machine). "
@@ -257,19 +258,6 @@ def markdown(table: pd.DataFrame, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-    start = old.find(SECTION)
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text + (old[end + 1 :] if end >= 0 else "")
-    tmp = RESULTS.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, RESULTS)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["zeisel_cortex", "cbmc_rna", "pbmc68k_small"])
@@ -294,7 +282,7 @@ def main() -> None:
         for name in args.datasets:
             run_dataset(name, args)
     text = markdown(collect(Path(args.workdir)), args)
-    print(text) if args.no_write else write_section(text)
+    print(text) if args.no_write else write_section(RESULTS, SECTION, text)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,12 @@ def proportions(spots: ad.AnnData, cell_states, n_cells: float, epochs: int):
     return abundance.div(abundance.sum(1), axis=0)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM; see bench/peak_rss.py, which this venv cannot import with pybridge's path)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workdir", required=True)
@@ -72,6 +78,7 @@ def main() -> None:
         start = time.perf_counter()
         shares = proportions(spots, cells, run["n_cells_per_location"], tasks["st_epochs"])
         timings[run["key"]] = time.perf_counter() - start
+        timings["peak_rss_mb"] = peak_rss_mb()
         shares.to_csv(work / f"c2l_{run['key']}.csv")
         timings_file.write_text(json.dumps(timings))
 

@@ -1,0 +1,194 @@
+"""Visium HD scale: deconvolution of 100,000 spots x 2,000 genes with a 10,000-cell reference, on this machine.
+
+Simulated, so that the truth is known: 60,000 negative-binomial cells of 10 types (``simulate_nb_blocks``, 600
+expressed genes per type, seed 0); ``pseudo_spots(mode="grid")`` sums 1-3 of them per spot (16 um bins hold
+about that many cells) with each type's abundance a smooth bump over the grid, and keeps a sixth of every
+type's cells (10,000) as the reference. Inputs are written once to bench/.visium-hd/.
+
+Each method runs in its own process so that its peak RSS (VmHWM) is its own: pybridge CondSCVI + DestVI with
+their default schedules and ``get_proportions``; NNLS; cell2location 0.1.5 (bench/.venv-c2l) for
+``--c2l-epochs`` full-batch epochs, from which the time of its default 30,000 is extrapolated.
+
+    .venv/bin/python bench/visium_hd.py                        # all methods, rewrites the RESULTS.md section
+    .venv/bin/python bench/visium_hd.py --n-spots 5000 --no-write --methods pybridge   # quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from minify_bench import write_section
+
+from pybridge.data.synthetic import simulate_nb_blocks
+from pybridge.deconvolution.simulate import pseudo_spots
+
+BENCH = Path(__file__).resolve().parent
+SECTION = "## Visium HD scale deconvolution"
+C2L_PYTHON = BENCH / ".venv-c2l" / "bin" / "python"
+
+WORKER = """
+import json, sys, time, warnings
+sys.path.insert(0, "bench")
+import torch
+torch.set_num_threads(int(sys.argv[3]))
+from peak_rss import peak_rss_mib
+import anndata as ad, pandas as pd
+from pybridge.deconvolution.metrics import deconvolution_metrics, summarize_metrics
+work, method = sys.argv[1], sys.argv[2]
+warnings.simplefilter("ignore")
+start = time.perf_counter()
+spots = ad.read_h5ad(f"{work}/spots.h5ad")
+reference = ad.read_h5ad(f"{work}/reference.h5ad")
+times = {"read_s": time.perf_counter() - start}
+if method == "pybridge":
+    from pybridge.models.condscvi import CondSCVI
+    from pybridge.models.destvi import DestVI
+    CondSCVI.setup_anndata(reference, labels_key="cell_type")
+    sc_model = CondSCVI(reference)
+    start = time.perf_counter()
+    sc_model.train(progress=False)
+    times["condscvi_s"] = time.perf_counter() - start
+    DestVI.setup_anndata(spots)
+    model = DestVI.from_rna_model(spots, sc_model)
+    start = time.perf_counter()
+    model.train(progress=False)
+    times["destvi_s"] = time.perf_counter() - start
+    times["destvi_epochs"] = len(model.history["elbo_train"])
+    start = time.perf_counter()
+    pred = model.get_proportions(cell_fractions=True)
+    times["proportions_s"] = time.perf_counter() - start
+else:
+    from pybridge.deconvolution.baselines import nnls_proportions
+    start = time.perf_counter()
+    pred = nnls_proportions(spots, reference, "cell_type")
+    times["nnls_s"] = time.perf_counter() - start
+truth = pd.read_csv(f"{work}/truth.csv", index_col=0)
+summary = summarize_metrics(deconvolution_metrics(truth, pred.loc[truth.index]))
+print(json.dumps({**times, "pearson": summary["celltype_pearson"], "rmse": summary["celltype_rmse"],
+                  "peak_rss_mb": peak_rss_mib()}))
+"""
+
+
+def make_inputs(work: Path, n_spots: int, n_genes: int, n_cells: int, seed: int) -> None:
+    """Write reference.h5ad, spots.h5ad and truth.csv once per size."""
+    if (work / "truth.csv").exists():
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    blocks = list(simulate_nb_blocks(n_cells, n_genes, seed=seed, genes_per_type=600, n_types=10,
+                                     return_types=True))
+    counts = sp.vstack([block for block, _ in blocks], format="csr")
+    types = np.concatenate([kinds for _, kinds in blocks])
+    cells = ad.AnnData(counts, obs=pd.DataFrame({"cell_type": [f"type{k}" for k in types]},
+                                                index=[f"cell{i}" for i in range(n_cells)]))
+    cells.var_names = [f"gene{j}" for j in range(n_genes)]
+    spots, reference = pseudo_spots(cells, "cell_type", n_spots=n_spots, mode="grid", cells_per_spot=(1, 3),
+                                    reference_fraction=1 / 6, seed=seed)
+    spots.obsm["proportions"].to_csv(work / "truth.csv")
+    for key in ("proportions", "umi_proportions", "cell_membership"):
+        del spots.obsm[key]
+    spots.uns = {}
+    spots.write_h5ad(work / "spots.h5ad")
+    reference.write_h5ad(work / "reference.h5ad")
+
+
+def run_worker(work: Path, method: str, threads: int) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", WORKER, str(work), method, str(threads)], env=env,
+                          capture_output=True, text=True, check=False, cwd=BENCH.parent)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "wall_s": time.perf_counter() - start}
+
+
+def run_c2l(work: Path, epochs: int, threads: int) -> dict:
+    """cell2location for a few full-batch epochs; its default 30,000 extrapolated from the per-epoch time."""
+    if not C2L_PYTHON.exists():
+        return {"error": f"{C2L_PYTHON} missing (bench/setup_c2l_venv.sh)"}
+    n_cells = float(ad.read_h5ad(work / "spots.h5ad", backed="r").obs["n_cells"].mean())
+    tasks = {"labels_key": "cell_type", "seed": 0, "threads": threads, "ref_epochs": 250, "st_epochs": epochs,
+             "runs": [{"key": "hd", "file": "spots.h5ad", "n_cells_per_location": n_cells}]}
+    (work / "c2l_tasks.json").write_text(json.dumps(tasks))
+    (work / "c2l_timings.json").unlink(missing_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    done = subprocess.run([str(C2L_PYTHON), str(BENCH / "deconvolution_c2l.py"), "--workdir", str(work)],
+                          env=env, capture_output=True, text=True, check=False)
+    timings = json.loads((work / "c2l_timings.json").read_text()) if (work / "c2l_timings.json").exists() else {}
+    result = {"reference_s": timings.get("reference"), "peak_rss_mb": timings.get("peak_rss_mb"),
+              "epochs_run": epochs, "spatial_s": timings.get("hd")}
+    if done.returncode != 0:
+        result["error"] = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+    return result
+
+
+def markdown(results: dict, args: argparse.Namespace) -> str:
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [(
+        f"Run {now} on {platform.machine()} CPU ({os.cpu_count()} cores, {args.threads} torch threads, one method "
+        f"at a time), `bench/visium_hd.py {' '.join(sys.argv[1:])}`: {args.n_spots:,} simulated spots x "
+        f"{args.n_genes:,} genes (1-3 cells each, smooth abundance bumps over a grid), reference of "
+        f"{args.n_cells // 6:,} cells of 10 types. Peak RSS is each worker's VmHWM."), "",
+        "| method | time (s) | peak RSS (MB) | per-type Pearson | per-type RMSE | details |", "|---|---|---|---|---|---|"]
+    for method, r in results.items():
+        if "error" in r and not r.get("spatial_s"):
+            lines.append(f"| {method} | | | | | failed: {r['error']} |")
+            continue
+        if method == "pybridge DestVI":
+            total = r["read_s"] + r["condscvi_s"] + r["destvi_s"] + r["proportions_s"]
+            detail = (f"CondSCVI {r['condscvi_s']:.0f} s, DestVI {r['destvi_s']:.0f} s ({r['destvi_epochs']} epochs), "
+                      f"proportions {r['proportions_s']:.1f} s, reading {r['read_s']:.1f} s")
+            lines.append(f"| {method} | {total:.0f} | {r['peak_rss_mb']:.0f} | {r['pearson']:.3f} | "
+                         f"{r['rmse']:.4f} | {detail} |")
+        elif method == "NNLS":
+            lines.append(f"| {method} | {r['nnls_s']:.0f} | {r['peak_rss_mb']:.0f} | {r['pearson']:.3f} | "
+                         f"{r['rmse']:.4f} | reading {r['read_s']:.1f} s |")
+        else:
+            per_epoch = r["spatial_s"] / r["epochs_run"]
+            lines.append(f"| {method} | {r['reference_s'] + per_epoch * 30000:.0f} (extrapolated) | "
+                         f"{r['peak_rss_mb']:.0f} | | | reference model {r['reference_s']:.0f} s; spatial model "
+                         f"{per_epoch:.2f} s per full-batch epoch over {r['epochs_run']} epochs (incl. setup and "
+                         f"export), x 30,000 default epochs |")
+    return "\n".join([*lines, ""])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n-spots", type=int, default=100_000)
+    parser.add_argument("--n-genes", type=int, default=2_000)
+    parser.add_argument("--n-cells", type=int, default=60_000, help="simulated cells; a sixth are the reference")
+    parser.add_argument("--methods", nargs="+", default=["pybridge", "nnls", "c2l"])
+    parser.add_argument("--c2l-epochs", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    work = BENCH / ".visium-hd" / f"{args.n_spots}x{args.n_genes}"
+    make_inputs(work, args.n_spots, args.n_genes, args.n_cells, seed=0)
+    results = {}
+    if "pybridge" in args.methods:
+        results["pybridge DestVI"] = run_worker(work, "pybridge", args.threads)
+    if "nnls" in args.methods:
+        results["NNLS"] = run_worker(work, "nnls", args.threads)
+    if "c2l" in args.methods:
+        results["cell2location"] = run_c2l(work, args.c2l_epochs, args.threads)
+    print(json.dumps(results, indent=1))
+    text = markdown(results, args)
+    if args.no_write:
+        print(text)
+    else:
+        write_section(BENCH / "RESULTS.md", SECTION, text)
+
+
+if __name__ == "__main__":
+    main()
