@@ -20,7 +20,7 @@
     if (ncol(xy) < 2L) {
         stop("the spot coordinates must have 2 columns (x, y), got ", ncol(xy), call. = FALSE)
     }
-    xy[, 1:2, drop = FALSE]
+    xy[, seq_len(2L), drop = FALSE]
 }
 
 # The proportions runDestVI() stored (cell types x spots), restricted to `cell.types` (NULL: all).
