@@ -212,7 +212,10 @@ def wins(table: pd.DataFrame) -> pd.DataFrame:
     """Per setting: does pybridge DestVI have Pearson >= and RMSE <= cell2location's?"""
     wide = table.pivot_table(index=["dataset", "pattern", "n_spots"], columns="method",
                              values=["celltype_pearson", "celltype_rmse"])
-    both = wide.dropna(subset=[("celltype_pearson", "pybridge DestVI"), ("celltype_pearson", "cell2location")])
+    pair = [("celltype_pearson", "pybridge DestVI"), ("celltype_pearson", "cell2location")]
+    if not all(column in wide.columns for column in pair):
+        return pd.DataFrame(columns=["pearson_win", "rmse_win"])
+    both = wide.dropna(subset=pair)
     return pd.DataFrame({
         "pearson_win": both[("celltype_pearson", "pybridge DestVI")] >= both[("celltype_pearson", "cell2location")],
         "rmse_win": both[("celltype_rmse", "pybridge DestVI")] <= both[("celltype_rmse", "cell2location")],
@@ -247,7 +250,8 @@ def markdown(table: pd.DataFrame, args: argparse.Namespace) -> str:
         lines += [f"### {dataset}, {n_spots} spots", "",
                   "| pattern | " + " | ".join(f"{m} Pearson / RMSE / s" for m in METHODS) + " |",
                   "|---|" + "---|" * len(METHODS)]
-        for pattern, rows in group.groupby("pattern", sort=False):
+        for pattern in [p for p in PATTERNS if p in set(group["pattern"])]:
+            rows = group[group["pattern"] == pattern]
             cells = []
             for method in METHODS:
                 row = rows[rows["method"] == method]
