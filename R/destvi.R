@@ -1,6 +1,7 @@
 # Spatial deconvolution with DestVI (CondSCVI on a labelled reference, DestVI on the spots).
 
-.DESTVI_INTEGER_ARGS <- c("sc_max_epochs", "st_max_epochs", "batch_size", "vamp_prior_p", "n_latent", "seed")
+.DESTVI_INTEGER_ARGS <- c("sc_max_epochs", "st_max_epochs", "st_max_steps", "batch_size", "vamp_prior_p", "n_latent",
+                          "seed")
 .DESTVI_ARGS <- c(.DESTVI_INTEGER_ARGS, "lr", "amortization", "l1_reg", "augmentation_weight", "weight_obs",
                   "cell_fractions", "accelerator", "progress")
 
@@ -81,8 +82,9 @@
 #'    cells).
 #' 2. DestVI on the `spots`: each spot's counts are modelled as a mixture of
 #'    the cell types, each in a state of its own (`gamma`) decoded by the
-#'    trained CondSCVI, plus a gene-wise noise term; `st_max_epochs` epochs
-#'    with learning rate `lr` and minibatches of `batch_size` spots.
+#'    trained CondSCVI, plus a gene-wise noise term; 20,000 gradient steps
+#'    (or `st_max_epochs` epochs) with learning rate `lr` and minibatches of
+#'    `batch_size` spots.
 #'
 #' Only the genes found in both objects (by row name) are used; a warning
 #' says how many when some are missing, and fewer than 50 shared genes are an
@@ -99,9 +101,13 @@
 #' @section Arguments in `...`:
 #' Whole numbers may be given as `2` or `2L`.
 #' * `sc_max_epochs` (300): epochs of CondSCVI on the reference.
-#' * `st_max_epochs` (2000): epochs of DestVI on the spots. Accuracy keeps
-#'   improving with the number of gradient steps, so fewer epochs are not a
-#'   safe way to save time on real data.
+#' * `st_max_epochs` (`NULL`): epochs of DestVI on the spots. `NULL` trains
+#'   for 20,000 gradient steps, at most 2,000 epochs: 2,000 epochs up to
+#'   1,280 spots (the reference's schedule), fewer on larger data (26 epochs
+#'   for 100,000 spots). Accuracy keeps improving with the number of gradient
+#'   steps, so fewer epochs are not a safe way to save time on real data.
+#' * `st_max_steps` (`NULL`): the number of DestVI gradient steps when
+#'   `st_max_epochs` is `NULL` (`NULL`: 20,000).
 #' * `batch_size` (`NULL`): spots per DestVI minibatch. `NULL` applies the
 #'   small-data rule `min(128, max(4, n_spots %/% 10))`: 4 spots for up to 49
 #'   spots, 50 for 500, 128 from 1,280 spots on. DestVI needs many gradient

@@ -32,7 +32,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--spots-layer", default=None, help="spots layer with raw counts (default: X)")
     p.add_argument("--sc-max-epochs", type=int, default=300, help="CondSCVI epochs (default 300)")
     p.add_argument("--st-max-epochs", type=int, default=None,
-                   help="DestVI epochs (default: 20,000 optimizer steps, at most 2,000 epochs)")
+                   help="DestVI epochs (default: --st-max-steps optimizer steps, at most 2,000 epochs)")
+    p.add_argument("--st-max-steps", type=int, default=None,
+                   help="DestVI optimizer steps when --st-max-epochs is not given (default 20,000)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="DestVI minibatch size (default min(128, max(4, n_spots // 10)))")
     p.add_argument("--lr", type=float, default=3e-3, help="DestVI learning rate (default 3e-3)")
@@ -103,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_destvi(
         spots, reference, labels_key=args.labels_key, spots_layer=args.spots_layer,
         reference_layer=args.reference_layer, sc_max_epochs=args.sc_max_epochs, st_max_epochs=args.st_max_epochs,
+        st_max_steps=args.st_max_steps,
         batch_size=args.batch_size, lr=args.lr, vamp_prior_p=args.vamp_prior_p, amortization=args.amortization,
         l1_reg=args.l1_reg, augmentation_weight=args.augmentation_weight, weight_obs=args.weight_obs,
         cell_fractions=args.cell_fractions, accelerator=args.accelerator, seed=args.seed,

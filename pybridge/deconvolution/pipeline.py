@@ -33,6 +33,7 @@ def run_destvi(
     reference_layer: str | None = None,
     sc_max_epochs: int = 300,
     st_max_epochs: int | None = None,
+    st_max_steps: int | None = None,
     batch_size: int | None = None,
     lr: float = 3e-3,
     vamp_prior_p: int | None = 15,
@@ -52,7 +53,8 @@ def run_destvi(
     warning when the overlap is partial (an error under 50). ``cell_fractions=True`` reports shares of cells
     instead of shares of expression (see :meth:`DestVI.get_proportions`). ``augmentation_weight`` is the
     synthetic-spot supervision of :class:`DestVI` (None = its default; 0 = the paper's objective).
-    ``st_max_epochs=None`` uses DestVI's schedule of 20,000 optimizer steps (at most 2,000 epochs).
+    ``st_max_epochs=None`` uses DestVI's schedule of ``st_max_steps`` optimizer steps (default 20,000; at most
+    2,000 epochs).
     """
     for name, value in (("spots", spots), ("reference", reference)):
         if not isinstance(value, AnnData):
@@ -71,8 +73,8 @@ def run_destvi(
     DestVI.setup_anndata(spots, layer=spots_layer)
     st_model = DestVI.from_rna_model(spots, sc_model, vamp_prior_p=vamp_prior_p, amortization=amortization,
                                      l1_reg=l1_reg, augmentation_weight=augmentation_weight)
-    st_model.train(max_epochs=st_max_epochs, lr=lr, batch_size=batch_size, accelerator=accelerator, seed=seed,
-                   progress=progress)
+    st_model.train(max_epochs=st_max_epochs, max_steps=st_max_steps, lr=lr, batch_size=batch_size,
+                   accelerator=accelerator, seed=seed, progress=progress)
     proportions = st_model.get_proportions(cell_fractions=cell_fractions)
     if not np.isfinite(proportions.to_numpy()).all():
         raise PybridgeError("DestVI produced non-finite proportions; lower lr or check the spot counts")
