@@ -36,12 +36,14 @@ def signatures(reference: ad.AnnData, labels_key: str, epochs: int):
     return table
 
 
-def proportions(spots: ad.AnnData, cell_states, n_cells: float, epochs: int):
+def proportions(spots: ad.AnnData, cell_states, n_cells: float, epochs: int, timings: dict, key: str):
     from cell2location.models import Cell2location
 
     Cell2location.setup_anndata(adata=spots)
     model = Cell2location(spots, cell_state_df=cell_states, N_cells_per_location=n_cells, detection_alpha=20)
+    start = time.perf_counter()
     model.train(max_epochs=epochs, batch_size=None, train_size=1, accelerator="cpu", enable_progress_bar=False)
+    timings[f"{key}_train_only"] = time.perf_counter() - start
     spots = model.export_posterior(spots, sample_kwargs={"num_samples": 1000, "batch_size": spots.n_obs})
     abundance = spots.obsm["means_cell_abundance_w_sf"].copy()
     abundance.columns = [c.removeprefix("meanscell_abundance_w_sf_") for c in abundance.columns]
@@ -76,7 +78,7 @@ def main() -> None:
         spots = ad.read_h5ad(work / run["file"])
         cells = cell_states.loc[spots.var_names]
         start = time.perf_counter()
-        shares = proportions(spots, cells, run["n_cells_per_location"], tasks["st_epochs"])
+        shares = proportions(spots, cells, run["n_cells_per_location"], tasks["st_epochs"], timings, run["key"])
         timings[run["key"]] = time.perf_counter() - start
         timings["peak_rss_mb"] = peak_rss_mb()
         shares.to_csv(work / f"c2l_{run['key']}.csv")
