@@ -36,7 +36,8 @@ def signatures(reference: ad.AnnData, labels_key: str, epochs: int):
     return table
 
 
-def proportions(spots: ad.AnnData, cell_states, n_cells: float, epochs: int, timings: dict, key: str):
+def proportions(spots: ad.AnnData, cell_states, n_cells: float, epochs: int, timings: dict, key: str,
+                timings_file: Path):
     from cell2location.models import Cell2location
 
     Cell2location.setup_anndata(adata=spots)
@@ -44,6 +45,8 @@ def proportions(spots: ad.AnnData, cell_states, n_cells: float, epochs: int, tim
     start = time.perf_counter()
     model.train(max_epochs=epochs, batch_size=None, train_size=1, accelerator="cpu", enable_progress_bar=False)
     timings[f"{key}_train_only"] = time.perf_counter() - start
+    timings["peak_rss_mb"] = peak_rss_mb()
+    timings_file.write_text(json.dumps(timings))  # kept if the posterior export then runs out of memory
     spots = model.export_posterior(spots, sample_kwargs={"num_samples": 1000, "batch_size": spots.n_obs})
     abundance = spots.obsm["means_cell_abundance_w_sf"].copy()
     abundance.columns = [c.removeprefix("meanscell_abundance_w_sf_") for c in abundance.columns]
@@ -78,7 +81,8 @@ def main() -> None:
         spots = ad.read_h5ad(work / run["file"])
         cells = cell_states.loc[spots.var_names]
         start = time.perf_counter()
-        shares = proportions(spots, cells, run["n_cells_per_location"], tasks["st_epochs"], timings, run["key"])
+        shares = proportions(spots, cells, run["n_cells_per_location"], tasks["st_epochs"], timings, run["key"],
+                             timings_file)
         timings[run["key"]] = time.perf_counter() - start
         timings["peak_rss_mb"] = peak_rss_mb()
         shares.to_csv(work / f"c2l_{run['key']}.csv")

@@ -139,12 +139,16 @@ def run_c2l(work: Path, epochs: int, threads: int) -> dict:
     (work / "c2l_tasks.json").write_text(json.dumps(tasks))
     (work / "c2l_timings.json").unlink(missing_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    start = time.perf_counter()
     done = subprocess.run([str(C2L_PYTHON), str(BENCH / "deconvolution_c2l.py"), "--workdir", str(work)],
                           env=env, capture_output=True, text=True, check=False)
     timings = json.loads((work / "c2l_timings.json").read_text()) if (work / "c2l_timings.json").exists() else {}
     result = {"reference_s": timings.get("reference"), "peak_rss_mb": timings.get("peak_rss_mb"),
               "epochs_run": epochs, "spatial_s": timings.get("hd"), "train_s": timings.get("hd_train_only")}
-    if done.returncode != 0:
+    if done.returncode < 0:
+        result["error"] = (f"killed by signal {-done.returncode} after {time.perf_counter() - start:.0f} s "
+                           "(SIGKILL here is the kernel's out-of-memory killer)")
+    elif done.returncode != 0:
         result["error"] = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
     return result
 
@@ -159,7 +163,12 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
         "| method | time (s) | peak RSS (MB) | per-type Pearson | per-type RMSE | details |", "|---|---|---|---|---|---|"]
     for method, r in results.items():
         if "error" in r and not r.get("spatial_s"):
-            lines.append(f"| {method} | | | | | failed: {r['error']} |")
+            known = [f"reference model {r['reference_s']:.0f} s"] if r.get("reference_s") else []
+            if r.get("train_s"):
+                known.append(f"spatial model {r['train_s'] / r['epochs_run']:.2f} s per full-batch epoch")
+            if r.get("peak_rss_mb"):
+                known.append(f"peak RSS {r['peak_rss_mb']:.0f} MB when training ended")
+            lines.append(f"| {method} | | | | | failed: {r['error']}; {', '.join(known)} |")
             continue
         if method == "pybridge DestVI":
             total = r["read_s"] + r["condscvi_s"] + r["destvi_s"] + r["proportions_s"]
