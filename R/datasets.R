@@ -47,7 +47,21 @@ cortexData <- function(kind = c("sce", "seurat")) {
 #' @param labels colData column with the cell types.
 #' @param n.spots Number of spots.
 #' @param mode `"random"`: spots independent of each other; `"grid"`: spots on
-#'   a near-square grid, neighbours sharing composition trends.
+#'   a near-square grid, neighbours sharing composition trends; `"spotless"`:
+#'   the silver standards of the Spotless benchmark (Sang-aram et al., eLife
+#'   2024): `n.regions` regions, each with cell-type frequencies set by
+#'   `pattern`, and every spot drawn from one region (colData `region`).
+#' @param pattern Abundance pattern of `mode = "spotless"` (default
+#'   `"diverse_overlap"`): `"uniform_distinct"`, `"diverse_distinct"`,
+#'   `"uniform_overlap"`, `"diverse_overlap"`, `"dominant_celltype_diverse"`,
+#'   `"partially_dominant_celltype_diverse"`,
+#'   `"dominant_rare_celltype_diverse"`, `"regional_rare_celltype_diverse"`.
+#' @param n.regions Number of regions of `mode = "spotless"` (fewer than the
+#'   number of cell types).
+#' @param target.umi `NULL`, or the mean and standard deviation of a normal
+#'   distribution: a spot with more counts than mean + sd keeps a random
+#'   subset of its molecules, as many as a draw from that distribution (the
+#'   Spotless procedure uses `c(20000, 5000)`).
 #' @param cells.per.spot Smallest and largest number of cells per spot.
 #' @param alpha Dirichlet concentration of the spot compositions.
 #' @param reference.fraction Share of each cell type's cells kept for the
@@ -56,8 +70,9 @@ cortexData <- function(kind = c("sce", "seurat")) {
 #' @param assay.type Assay with the raw counts.
 #' @return A list:
 #' * `spots`: a SingleCellExperiment, genes x spots (`spot_0`, `spot_1`, ...),
-#'   assay `counts` (sums of the member cells' counts), colData `n_cells`,
-#'   reducedDim `"spatial"` (x, y coordinates);
+#'   assay `counts` (sums of the member cells' counts), colData `n_cells`
+#'   (and `region` with `mode = "spotless"`), reducedDim `"spatial"` (x, y
+#'   coordinates, `mode = "grid"`);
 #' * `reference`: a SingleCellExperiment of the reference cells of `x` (its
 #'   colData kept);
 #' * `proportions`: cell types x spots, the share of each spot's cells of each
@@ -71,15 +86,28 @@ cortexData <- function(kind = c("sce", "seurat")) {
 #'     sim <- simulateSpots(cortexData(), n.spots = 20)
 #'     dim(sim$proportions)
 #' }
-simulateSpots <- function(x, labels = "cell_type", n.spots = 100L, mode = c("random", "grid"),
+simulateSpots <- function(x, labels = "cell_type", n.spots = 100L, mode = c("random", "grid", "spotless"),
                           cells.per.spot = c(2L, 10L), alpha = 1, reference.fraction = 0.5, seed = 0L,
-                          assay.type = "counts") {
+                          assay.type = "counts",
+                          pattern = c("diverse_overlap", "uniform_distinct", "diverse_distinct", "uniform_overlap",
+                                      "dominant_celltype_diverse", "partially_dominant_celltype_diverse",
+                                      "dominant_rare_celltype_diverse", "regional_rare_celltype_diverse"),
+                          n.regions = 5L, target.umi = NULL) {
     mode <- match.arg(mode)
+    pattern <- match.arg(pattern)
+    if (!is.null(target.umi) && (!is.numeric(target.umi) || length(target.umi) != 2L || anyNA(target.umi))) {
+        stop("target.umi must be NULL or c(mean, sd), e.g. c(20000, 5000); got ", deparse(target.umi), call. = FALSE)
+    }
     if (!methods::is(x, "SummarizedExperiment")) {
         stop("simulateSpots() needs a SingleCellExperiment, got '", class(x)[1], "'", call. = FALSE)
     }
     if (!labels %in% colnames(SummarizedExperiment::colData(x))) {
         stop("labels = '", labels, "' is not a colData column; pass the column with the cell types", call. = FALSE)
+    }
+    n.types <- length(unique(SummarizedExperiment::colData(x)[[labels]]))
+    if (mode == "spotless" && (!is.numeric(n.regions) || n.regions < 1 || n.regions >= n.types)) {
+        stop("n.regions must be at least 1 and fewer than the ", n.types, " cell types in '", labels, "', got ",
+             deparse(n.regions), call. = FALSE)
     }
     whole <- function(v, arg, n = 1L) {
         if (!is.numeric(v) || length(v) != n || anyNA(v) || any(v != round(v))) {
@@ -91,7 +119,9 @@ simulateSpots <- function(x, labels = "cell_type", n.spots = 100L, mode = c("ran
     sim <- .withPython(.pybridgeModule("pybridge.deconvolution.simulate")$pseudo_spots(
         toAnnData(x, X.name = assay.type), labels, n_spots = whole(n.spots, "n.spots"), mode = mode,
         cells_per_spot = reticulate::tuple(as.list(whole(cells.per.spot, "cells.per.spot", 2L))),
-        alpha = as.double(alpha), reference_fraction = as.double(reference.fraction), seed = whole(seed, "seed")))
+        alpha = as.double(alpha), reference_fraction = as.double(reference.fraction), seed = whole(seed, "seed"),
+        pattern = as.character(pattern), n_regions = whole(n.regions, "n.regions"),
+        target_umi = if (is.null(target.umi)) NULL else reticulate::tuple(as.list(as.double(target.umi)))))
     spots <- reticulate::py_get_item(sim, 0L)
     shares <- function(key) {
         frame <- reticulate::py_get_item(spots$obsm, key)

@@ -39,3 +39,22 @@ test_that("simulateSpots: spots with known shares of cells, a disjoint reference
     expect_error(simulateSpots(sce, n.spots = 2.5), "n.spots must be a whole number")
     expect_error(simulateSpots(SingleCellExperiment::counts(sce)), "needs a SingleCellExperiment")
 })
+
+test_that("simulateSpots(mode = 'spotless'): regions with the pattern's cell types, Spotless downsampling", {
+    skip_if_no_python()
+    sce <- cortex_sce(600L, 200L)
+    sim <- simulateSpots(sce, n.spots = 40, mode = "spotless", pattern = "diverse_distinct", n.regions = 3,
+                         target.umi = c(3000, 500), seed = 1)
+    region <- sim$spots$region
+    expect_setequal(levels(region), c("region_0", "region_1", "region_2"))
+    expect_length(region, 40L)
+    # distinct: each cell type is present in at most one region
+    present <- (sim$proportions > 0) %*% sapply(levels(region), function(r) region == r)
+    expect_true(all(rowSums(present > 0) <= 1))
+    totals <- Matrix::colSums(SingleCellExperiment::counts(sim$spots))
+    expect_true(all(totals <= 3000 + 5 * 500))
+    expect_error(simulateSpots(sce, mode = "spotless", pattern = "dominant"), "'arg' should be one of")
+    n.types <- length(unique(sce$cell_type))
+    expect_error(simulateSpots(sce, mode = "spotless", n.regions = n.types),
+                 paste("n.regions must be at least 1 and fewer than the", n.types))
+})
