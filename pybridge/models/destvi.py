@@ -224,7 +224,7 @@ class DestVI(BaseModel):
         ``max_steps`` steps (default 20,000, what the reference's 2,000 epochs give up to 1,280 spots), at most
         2,000 epochs, so a Visium HD slide of 100,000 spots takes 26 epochs rather than 2,000.
         ``n_epochs_kl_warmup=None`` warms the prior up over the first 10 % of the epochs (the reference's 200 of
-        2,000). lr is the reference's 3e-3.
+        2,000); 0 switches the warm-up off. lr is the reference's 3e-3.
         """
         n_spots = self.adata.n_obs
         if n_spots < MIN_RELIABLE_SPOTS:
