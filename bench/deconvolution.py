@@ -101,7 +101,7 @@ def prepare(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
                 spots.write_h5ad(path)
                 if not (work / "reference.h5ad").exists():
                     reference.write_h5ad(work / "reference.h5ad")
-            n_cells = float(ad.read_h5ad(path).obs["n_cells"].mean())
+            n_cells = float(ad.read_h5ad(path, backed="r").obs["n_cells"].mean())
             epochs = args.st_epochs if n < 1000 else args.large_epochs
             settings.append({"key": key, "pattern": pattern, "n_spots": n, "file": path.name,
                              "n_cells_per_location": n_cells, "epochs": epochs,
@@ -113,11 +113,16 @@ def done(work: Path, tag: str, key: str) -> bool:
     return (work / f"{tag}_{key}.csv").exists()
 
 
-def record_timing(work: Path, tag: str, key: str, seconds: float) -> None:
+def read_timings(work: Path, tag: str) -> dict[str, float]:
+    """One method's training times by setting key ({} before its first result)."""
     path = work / f"{tag}_timings.json"
-    timings = json.loads(path.read_text()) if path.exists() else {}
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def record_timing(work: Path, tag: str, key: str, seconds: float) -> None:
+    timings = read_timings(work, tag)
     timings[key] = seconds
-    path.write_text(json.dumps(timings))
+    (work / f"{tag}_timings.json").write_text(json.dumps(timings))
 
 
 def start_peer(method: str, settings: list[dict], args: argparse.Namespace, work: Path):
@@ -189,6 +194,7 @@ def collect(workdir: Path) -> pd.DataFrame:
     rows = []
     for work in sorted(p for p in workdir.iterdir() if (p / "reference.h5ad").exists()):
         reference = None
+        timings_of = {tag: read_timings(work, tag) for tag in tags.values()}
         for truth_file in sorted(work.glob("truth_*.csv")):
             key = truth_file.stem.removeprefix("truth_")
             pattern, n_spots = key.rsplit("_", 1)
@@ -201,10 +207,9 @@ def collect(workdir: Path) -> pd.DataFrame:
                 if method == "scvi-tools DestVI":
                     reference = reference if reference is not None else ad.read_h5ad(work / "reference.h5ad")
                     pred = to_cell_fractions(pred, reference)
-                timings = json.loads((work / f"{tag}_timings.json").read_text())
                 summary = summarize_metrics(deconvolution_metrics(truth, pred.loc[truth.index]))
                 rows.append({"dataset": work.name, "pattern": pattern, "n_spots": int(n_spots), "method": method,
-                             "train_s": timings.get(key, np.nan), **summary[SHOWN].to_dict()})
+                             "train_s": timings_of[tag].get(key, np.nan), **summary[SHOWN].to_dict()})
     return pd.DataFrame(rows)
 
 

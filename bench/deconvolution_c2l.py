@@ -21,6 +21,7 @@ from pathlib import Path
 
 import anndata as ad
 import torch
+from peak_rss import peak_rss_mib  # bench/ is this script's folder, so on its path
 
 
 def signatures(reference: ad.AnnData, labels_key: str, epochs: int):
@@ -45,18 +46,12 @@ def proportions(spots: ad.AnnData, cell_states, n_cells: float, epochs: int, tim
     start = time.perf_counter()
     model.train(max_epochs=epochs, batch_size=None, train_size=1, accelerator="cpu", enable_progress_bar=False)
     timings[f"{key}_train_only"] = time.perf_counter() - start
-    timings["peak_rss_mb"] = peak_rss_mb()
+    timings["peak_rss_mb"] = peak_rss_mib()
     timings_file.write_text(json.dumps(timings))  # kept if the posterior export then runs out of memory
     spots = model.export_posterior(spots, sample_kwargs={"num_samples": 1000, "batch_size": spots.n_obs})
     abundance = spots.obsm["means_cell_abundance_w_sf"].copy()
     abundance.columns = [c.removeprefix("meanscell_abundance_w_sf_") for c in abundance.columns]
     return abundance.div(abundance.sum(1), axis=0)
-
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS (VmHWM; see bench/peak_rss.py, which this venv cannot import with pybridge's path)."""
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
 
 
 def main() -> None:
@@ -84,7 +79,7 @@ def main() -> None:
         shares = proportions(spots, cells, run["n_cells_per_location"], tasks["st_epochs"], timings, run["key"],
                              timings_file)
         timings[run["key"]] = time.perf_counter() - start
-        timings["peak_rss_mb"] = peak_rss_mb()
+        timings["peak_rss_mb"] = peak_rss_mib()
         shares.to_csv(work / f"c2l_{run['key']}.csv")
         timings_file.write_text(json.dumps(timings))
 
