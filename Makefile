@@ -32,7 +32,7 @@ r-deps: venv
 # scvi-tools 1.4.2 in its own venv (bench/setup_scvi_venv.sh, about 2.5 minutes once): the tests check that it
 # loads what save_scvi_tools() writes, so with PYBRIDGE_REQUIRE_SCVI_TOOLS=1 they run rather than skip.
 SCVI_PYTHON := bench/.venv-scvi/bin/python
-$(SCVI_PYTHON): bench/setup_scvi_venv.sh
+$(SCVI_PYTHON): bench/setup_scvi_venv.sh bench/peer_venv.sh
 	PYTHON=$(PYTHON) bash bench/setup_scvi_venv.sh
 
 test-python: venv r-install $(SCVI_PYTHON)

@@ -1,29 +1,19 @@
 #!/usr/bin/env bash
 # Build (idempotently) the peer venv bench/.venv-c2l: cell2location==0.1.5 with pyro-ppl==1.9.1 on the local CPU
 # torch==2.13.0. pyro-ppl 1.9.2, which pip picks otherwise, removed pyro.infer.autoguide.utils.deep_getattr and
-# cell2location 0.1.5 fails at import. torch is pinned by a constraints file in the venv's pip.conf, as in
-# setup_scvi_venv.sh. Resolved versions are written to bench/requirements-c2l.txt.
+# cell2location 0.1.5 fails at import. torch and pyro-ppl are pinned by a constraints file in the venv's pip.conf
+# (bench/peer_venv.sh). Resolved versions are written to bench/requirements-c2l.txt.
 set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-VENV="$BENCH_DIR/.venv-c2l"
 PYTHON="${PYTHON:-python3.11}"
 TORCH_VERSION="2.13.0"
 C2L_VERSION="0.1.5"
 PYRO_VERSION="1.9.1"
 
-[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-printf 'torch==%s\npyro-ppl==%s\n' "$TORCH_VERSION" "$PYRO_VERSION" > "$VENV/constraints.txt"
-printf '[install]\nconstraint = %s\n' "$VENV/constraints.txt" > "$VENV/pip.conf"
-
-installed() {
-    "$VENV/bin/python" - "$1" "$2" <<'PY' 2>/dev/null
-import importlib.metadata as md, sys
-sys.exit(0 if md.version(sys.argv[1]).split("+")[0] == sys.argv[2] else 1)
-PY
-}
-
-pip_install() { "$VENV/bin/python" -m pip install --quiet "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
+# shellcheck source=bench/peer_venv.sh
+source "$BENCH_DIR/peer_venv.sh"
+peer_venv "$BENCH_DIR/.venv-c2l" "torch==$TORCH_VERSION" "pyro-ppl==$PYRO_VERSION"
 
 installed torch "$TORCH_VERSION" || pip_install "torch==$TORCH_VERSION"
 installed cell2location "$C2L_VERSION" || pip_install "torch==$TORCH_VERSION" "pyro-ppl==$PYRO_VERSION" "cell2location==$C2L_VERSION"

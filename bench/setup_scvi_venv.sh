@@ -6,24 +6,13 @@
 set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-VENV="$BENCH_DIR/.venv-scvi"
 PYTHON="${PYTHON:-python3.11}"
 TORCH_VERSION="2.13.0"
 SCVI_VERSION="1.4.2"
 
-[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-printf 'torch==%s\n' "$TORCH_VERSION" > "$VENV/torch-constraint.txt"
-printf '[install]\nconstraint = %s\n' "$VENV/torch-constraint.txt" > "$VENV/pip.conf"
-
-installed() {
-    "$VENV/bin/python" - "$1" "$2" <<'PY' 2>/dev/null
-import importlib.metadata as md, sys
-sys.exit(0 if md.version(sys.argv[1]).split("+")[0] == sys.argv[2] else 1)
-PY
-}
-
-# pip warns about every configured local index folder it does not find; those lines are noise here
-pip_install() { "$VENV/bin/python" -m pip install --quiet "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
+# shellcheck source=bench/peer_venv.sh
+source "$BENCH_DIR/peer_venv.sh"
+peer_venv "$BENCH_DIR/.venv-scvi" "torch==$TORCH_VERSION"
 
 installed torch "$TORCH_VERSION" || pip_install "torch==$TORCH_VERSION"
 installed scvi-tools "$SCVI_VERSION" || pip_install "scvi-tools==$SCVI_VERSION"
