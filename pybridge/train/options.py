@@ -21,6 +21,7 @@ TRAINER_KEYWORDS = {
     "early_stopping_min_delta": "early_stopping_min_delta",
     "early_stopping_warmup_epochs": "early_stopping_warmup_epochs",
     "precision": "precision",
+    "max_steps": "max_steps",  # Lightning's: stop after that many optimizer steps (Trainer's max_steps)
 }
 PLAN_KEYWORDS = {
     "lr": "lr",

@@ -11,6 +11,7 @@ store (:mod:`pybridge.data.stores`); data-parallel training wraps the module and
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import warnings
 from collections.abc import Callable, Iterable
@@ -81,7 +82,10 @@ class Trainer:
     ``progress``: ``None`` (or ``True``) shows progress as fits where stderr is seen (a bar in a terminal or a
     notebook, a line every tenth of the epochs elsewhere), ``False`` hides it, and a callable
     ``progress(epoch, max_epochs, record)`` is called after each epoch (1-based) instead. ``precision``
-    ("32-true" or "bf16-mixed") sets the autocast dtype of the training forward pass.
+    ("32-true" or "bf16-mixed") sets the autocast dtype of the training forward pass. ``max_steps`` (Lightning's
+    keyword; None or -1: no limit) stops training after that many optimizer steps of this ``fit``, mid-epoch if
+    need be, or at ``max_epochs`` if that comes first. The epoch in which it stops is recorded like any other:
+    training metrics averaged over the minibatches it ran, validated when due.
     """
 
     def __init__(
@@ -106,7 +110,10 @@ class Trainer:
         seed: int = 0,
         precision: int | str = "32-true",
         sync: Callable[[dict[str, float]], dict[str, float]] | None = None,
+        max_steps: int | None = None,
     ):
+        if max_steps is not None and max_steps != -1 and (int(max_steps) != max_steps or max_steps < 1):
+            raise PybridgeError(f"max_steps must be a whole number >= 1 (or -1: no limit), got {max_steps!r}")
         if int(validation_every) != validation_every or validation_every < 1:
             raise PybridgeError(f"validation_every (check_val_every_n_epoch) must be a whole number >= 1, "
                                 f"got {validation_every!r}")
@@ -137,6 +144,7 @@ class Trainer:
         self.progress = progress
         self.autocast_dtype = autocast_dtype(precision)
         self.sync = sync
+        self.max_steps = None if max_steps in (None, -1) else int(max_steps)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         torch.manual_seed(seed)
 
@@ -157,26 +165,28 @@ class Trainer:
             )
         return (self.store.gather(idx) for idx in self._minibatches())
 
-    def _train_epoch(self, kl_weight: float) -> dict[str, float]:
+    def _train_epoch(self, kl_weight: float, steps_left: int | None = None) -> tuple[dict[str, float], int]:
+        """One epoch (at most ``steps_left`` minibatches): its training metrics and the optimizer steps taken."""
         self.module.train()
         totals = torch.zeros(3, device=self.device)
         n_seen = n_steps = 0
-        for batch in self._train_batches():
-            with self._forward_precision():
-                out = self.module.loss(batch, kl_weight)
-            self.optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            self.optimizer.step()
-            with torch.no_grad():
-                totals += _summed_terms(out)
-            n_seen += len(out.reconstruction)
-            n_steps += 1
+        with contextlib.closing(self._train_batches()) as batches:  # closing stops a store's prefetch thread
+            for batch in itertools.islice(batches, steps_left):
+                with self._forward_precision():
+                    out = self.module.loss(batch, kl_weight)
+                self.optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                self.optimizer.step()
+                with torch.no_grad():
+                    totals += _summed_terms(out)
+                n_seen += len(out.reconstruction)
+                n_steps += 1
         if not torch.isfinite(totals).all():
             raise PybridgeError(
                 "the training loss became NaN or infinite; check the counts for extreme values or lower lr"
             )
         rec, kl_local, kl_global = totals.tolist()
-        return _epoch_metrics(rec, kl_local, kl_global / max(n_steps, 1), n_seen)
+        return _epoch_metrics(rec, kl_local, kl_global / max(n_steps, 1), n_seen), n_steps
 
     def _forward_precision(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
@@ -199,11 +209,15 @@ class Trainer:
         history = {} if history is None else history
         start_epoch = len(history.get("elbo_train", []))
         display = open_display(self.progress, max_epochs)
+        n_steps = 0
         try:
             for step in range(max_epochs):
                 epoch = start_epoch + step
                 kl_weight = kl_weight_at(epoch, self.n_epochs_kl_warmup, self.max_kl_weight)
-                record = {f"{k}_train": v for k, v in self._train_epoch(kl_weight).items()}
+                steps_left = None if self.max_steps is None else self.max_steps - n_steps
+                metrics, taken = self._train_epoch(kl_weight, steps_left)
+                n_steps += taken
+                record = {f"{k}_train": v for k, v in metrics.items()}
                 record["kl_weight"] = kl_weight
                 if len(self.val_idx) and (epoch + 1) % self.validation_every == 0:
                     record.update({f"{k}_validation": v for k, v in self.evaluate(self.val_idx).items()})
@@ -212,6 +226,8 @@ class Trainer:
                 _append(history, record, epoch)
                 display.update(step + 1, record)
                 if self.stopper is not None and self.stopper.should_stop(epoch, record):
+                    break
+                if self.max_steps is not None and n_steps >= self.max_steps:
                     break
         finally:
             display.close()
