@@ -15,11 +15,13 @@ samples are paired within a batch; otherwise each cell is decoded in its observe
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+import torch
 
 from pybridge.data.fields import aligned_counts
 from pybridge.data.minified import require_counts
@@ -185,8 +187,10 @@ def _group_masks(adata, groupby, group1, group2, idx1, idx2) -> list[tuple[str, 
         raise PybridgeError(
             f"groupby {groupby!r} is not a column of adata.obs; available: {', '.join(map(str, adata.obs.columns))}"
         )
-    labels = adata.obs[groupby].astype(str).to_numpy()
-    present = list(pd.unique(adata.obs[groupby].astype("category").cat.categories.astype(str)))
+    # one categorical column: groups compare by code, never as one string per cell (atlas-sized data)
+    labels = adata.obs[groupby].astype("category")
+    present = [str(c) for c in labels.cat.categories]
+    codes = labels.cat.codes.to_numpy()
     if group1 is None:
         groups1 = present
         if len(groups1) < 2:
@@ -198,7 +202,7 @@ def _group_masks(adata, groupby, group1, group2, idx1, idx2) -> list[tuple[str, 
         g = str(g)
         if g not in present:
             raise PybridgeError(f"group1 {g!r} is not a value of adata.obs[{groupby!r}]; values: {present[:20]}")
-        m1 = labels == g
+        m1 = codes == present.index(g)
         if group2 is None:
             m2, g2 = ~m1, "Rest"
         else:
@@ -207,7 +211,7 @@ def _group_masks(adata, groupby, group1, group2, idx1, idx2) -> list[tuple[str, 
                 raise PybridgeError(
                     f"group2 {g2!r} is not a value of adata.obs[{groupby!r}]; values: {present[:20]}"
                 )
-            m2 = labels == g2
+            m2 = codes == present.index(g2)
         out.append((g, g2, m1, m2))
     return out
 
@@ -255,6 +259,7 @@ def differential_expression(
     pseudocounts: float | None = None,
     threshold_counts: float = 0.01,
     seed: int = 0,
+    n_cells_per_group: int | None = 100_000,
 ) -> pd.DataFrame:
     """Differential expression between groups of cells, as ``scvi.model.SCVI.differential_expression``.
 
@@ -270,6 +275,11 @@ def differential_expression(
     On minified data (latent posteriors, no counts) the samples come from the stored posteriors; the
     raw-count columns and the pseudocount estimate need counts, so pass ``all_stats=False`` (and in change
     mode ``pseudocounts=``).
+
+    ``n_cells_per_group`` (default 100,000; None for all): a group with more cells is first reduced to that
+    many, picked at random, and the posterior samples come from those. The cost then does not grow with the
+    size of the groups (atlas-scale minified stores), and groups of up to 100,000 cells are used whole. The
+    raw-count columns are computed on the same cells.
     """
     if mode not in ("vanilla", "change"):
         raise PybridgeError(f"mode must be 'vanilla' or 'change', got {mode!r}.")
@@ -277,6 +287,8 @@ def differential_expression(
         raise PybridgeError(f"fdr_target must be in (0, 1), got {fdr_target}.")
     if mode == "change" and (delta is None or delta < 0):
         raise PybridgeError(f"delta must be a non-negative LFC threshold, got {delta}.")
+    if n_cells_per_group is not None and int(n_cells_per_group) < 1:
+        raise PybridgeError(f"n_cells_per_group must be a positive number of cells (or None), got {n_cells_per_group}.")
     adata = model._adata(adata) if hasattr(model, "_adata") else (adata if adata is not None else model.adata)
     X = _raw_counts_if_needed(model, adata, all_stats, mode == "change" and pseudocounts is None)
     rng = np.random.default_rng(seed)
@@ -288,10 +300,12 @@ def differential_expression(
         cells1, cells2 = np.flatnonzero(m1), np.flatnonzero(m2)
         if cells1.size == 0 or cells2.size == 0:
             raise PybridgeError(f"comparison {g1} vs {g2} has an empty group ({cells1.size} vs {cells2.size} cells).")
+        cells1, cells2 = (_at_most(c, n_cells_per_group, rng) for c in (cells1, cells2))
         stats = {} if X is None else _raw_stats(X, cells1, cells2)
-        s1, s2 = _paired_samples(
-            model, adata, cells1, cells2, batches1, batches2, n_samples_overall, batch_size, rng
-        )
+        with _torch_seeded(model, seed):  # the posterior draws too, so that a seed gives one result
+            s1, s2 = _paired_samples(
+                model, adata, cells1, cells2, batches1, batches2, n_samples_overall, batch_size, rng
+            )
         not_expressed = None if X is None else (
             stats["raw_mean1"] < threshold_counts, stats["raw_mean2"] < threshold_counts
         )
@@ -308,6 +322,22 @@ def differential_expression(
             df["group2"] = g2
         frames.append(df)
     return pd.concat(frames, axis=0)
+
+
+@contextlib.contextmanager
+def _torch_seeded(model, seed: int):
+    """torch's random state seeded with ``seed`` inside, the caller's restored after."""
+    device = getattr(model, "device", torch.device("cpu"))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def _at_most(cells: np.ndarray, n: int | None, rng: np.random.Generator) -> np.ndarray:
+    """``cells``, or ``n`` of them picked at random (in file order, so that they are read in few spans)."""
+    if n is None or len(cells) <= n:
+        return cells
+    return np.sort(rng.choice(cells, size=int(n), replace=False))
 
 
 def _paired_samples(model, adata, cells1, cells2, batches1, batches2, n_samples, batch_size, rng):

@@ -7,6 +7,7 @@ costs the decoder's hidden layer plus k rows of its last layer, not all genes.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -26,8 +27,8 @@ from pybridge.data.minified import (
     QZM_KEY,
     QZV_KEY,
     LatentCells,
+    MinifiedCells,
     is_minified,
-    latent_cells_from_minified,
     module_fingerprint,
 )
 from pybridge.data.registry import SETUP_KEY
@@ -36,12 +37,15 @@ from pybridge.errors import PybridgeError
 DEFAULT_CHUNK = 8192
 
 
-def latent_cells(model, adata: AnnData | None = None, indices=None, batch_size: int | None = None) -> LatentCells:
-    """The decoder inputs for the chosen cells of ``adata`` (minified or with counts)."""
+def latent_cells(
+    model, adata: AnnData | None = None, indices=None, batch_size: int | None = None
+) -> LatentCells | MinifiedCells:
+    """The decoder inputs for the chosen cells of ``adata``: read chunk by chunk from minified data, computed by
+    the encoder from counts."""
     adata = model._data(adata)
     rows = model._rows(adata, indices)
     if is_minified(adata):
-        return latent_cells_from_minified(adata, model.registry, rows)
+        return MinifiedCells(adata, model.registry, rows)
     if not model.module.use_observed_lib_size:
         raise PybridgeError(
             "minified data need use_observed_lib_size=True (the library size is read from the counts); this "
@@ -104,25 +108,30 @@ class ChunkDecoder:
         return logits - log_normalizer.reshape(-1, 1)
 
 
-def _torch_chunks(cells: LatentCells, chunk_size: int, device) -> Iterator[tuple[slice, dict]]:
+def _torch_chunks(
+    cells: LatentCells | MinifiedCells, chunk_size: int, device
+) -> Iterator[tuple[slice, dict]]:
     for start in range(0, len(cells), chunk_size):
-        rows = slice(start, start + chunk_size)
-        yield rows, _chunk_tensors(cells, rows, device)
+        rows = slice(start, min(start + chunk_size, len(cells)))
+        yield rows, _chunk_tensors(cells.subset(rows), device)
 
 
-def _chunk_tensors(cells: LatentCells, rows, device) -> dict:
+def _chunk_tensors(part: LatentCells, device) -> dict:
+    """The tensors of one chunk of cells read into memory."""
     out = {
-        "qzm": torch.as_tensor(cells.qzm[rows], dtype=torch.float32, device=device),
-        "library": torch.as_tensor(cells.library[rows], dtype=torch.float32, device=device),
-        "covariates": {k: torch.as_tensor(v[rows], device=device) for k, v in cells.covariates.items()},
+        "qzm": torch.as_tensor(part.qzm, dtype=torch.float32, device=device),
+        "library": torch.as_tensor(part.library, dtype=torch.float32, device=device),
+        "covariates": {k: torch.as_tensor(v, device=device) for k, v in part.covariates.items()},
         "log_normalizer": None,
     }
-    if cells.log_normalizer is not None:
-        out["log_normalizer"] = torch.as_tensor(cells.log_normalizer[rows], dtype=torch.float32, device=device)
+    if part.log_normalizer is not None:
+        out["log_normalizer"] = torch.as_tensor(part.log_normalizer, dtype=torch.float32, device=device)
     return out
 
 
-def compute_log_normalizers(module, cells: LatentCells, chunk_size: int = DEFAULT_CHUNK) -> np.ndarray:
+def compute_log_normalizers(
+    module, cells: LatentCells | MinifiedCells, chunk_size: int = DEFAULT_CHUNK
+) -> np.ndarray:
     """Each cell's softmax log-normaliser at z = posterior mean, with its own batch and covariates."""
     decoder = ChunkDecoder(module, None)
     device = next(module.parameters()).device
@@ -145,7 +154,7 @@ def minify(model, adata: AnnData | None = None, batch_size: int | None = None) -
             raise PybridgeError(f"adata is already minified (with obs[{LOG_NORMALIZER_KEY!r}])")
         out = adata.copy()
         out.obs[LOG_NORMALIZER_KEY] = compute_log_normalizers(
-            model.module, latent_cells_from_minified(adata, model.registry)
+            model.module, MinifiedCells(adata, model.registry, log_normalizer=False)
         )
         return out
     cells = latent_cells(model, adata, batch_size=batch_size)
@@ -209,7 +218,7 @@ def decode(
         raise PybridgeError(f"n_latent must be between 1 and the model's {full_latent} latent dimensions")
     source = latent_cells(model, adata, cells)
     if n_latent is not None and int(n_latent) < full_latent:
-        source.log_normalizer = None  # stored for the full latent only
+        source = source.without_log_normalizer()  # stored for the full latent only
     decoder = ChunkDecoder(model.module, _gene_positions(model, genes), n_latent)
     n_genes = decoder.weight.shape[0]
     if as_dask:
@@ -225,23 +234,27 @@ def _decode_chunk(decoder: ChunkDecoder, t: dict, library_size) -> np.ndarray:
     return (torch.exp(log_scale) * _scale_factor(library_size, t["library"])).cpu().numpy()
 
 
-def _dask_decode(decoder: ChunkDecoder, source: LatentCells, library_size, chunk_size: int, n_genes: int):
+def _dask_decode(decoder: ChunkDecoder, source, library_size, chunk_size: int, n_genes: int):
+    """A lazy array whose blocks each read and decode ``chunk_size`` cells where they run: the decoder and the
+    cell source enter the graph once (a store on disk travels as its path)."""
     try:
         import dask
         import dask.array as da
     except ImportError:
         raise PybridgeError("as_dask=True needs dask: pip install 'dask[array]'") from None
     device = decoder.weight.device
-    shared = dask.delayed(decoder, pure=True)
+    token = uuid.uuid4().hex
+    shared_decoder = dask.delayed(decoder, name=f"pybridge-decoder-{token}", traverse=False)
+    shared_source = dask.delayed(source, name=f"pybridge-cells-{token}", traverse=False)
 
-    def block(dec, part: LatentCells) -> np.ndarray:
-        return _decode_chunk(dec, _chunk_tensors(part, slice(None), device), library_size)
+    def block(dec: ChunkDecoder, cells, rows: slice) -> np.ndarray:
+        return _decode_chunk(dec, _chunk_tensors(cells.subset(rows), device), library_size)
 
     blocks = []
     for start in range(0, len(source), chunk_size):
-        part = source.subset(slice(start, start + chunk_size))
-        lazy = dask.delayed(block, pure=True)(shared, part)
-        blocks.append(da.from_delayed(lazy, shape=(len(part), n_genes), dtype=np.float32))
+        rows = slice(start, min(start + chunk_size, len(source)))
+        lazy = dask.delayed(block, pure=True)(shared_decoder, shared_source, rows)
+        blocks.append(da.from_delayed(lazy, shape=(rows.stop - rows.start, n_genes), dtype=np.float32))
     if not blocks:
         return da.zeros((0, n_genes), dtype=np.float32)
     return da.concatenate(blocks, axis=0)

@@ -101,9 +101,14 @@ def _codes(values: pd.Series, categories: list[str], key: str, role: str) -> np.
             f"{role} {key!r} has {missing.size} missing (NA) values; fill or drop those cells",
             kind=MISSING_VALUES, key=key, role=role, positions=missing.tolist(), n=int(missing.size),
         )
-    as_str = values.astype(str).to_numpy()
-    codes = pd.Index(categories).get_indexer(as_str).astype(np.int64)
-    unknown = sorted(set(as_str[codes < 0]))
+    if isinstance(values.dtype, pd.CategoricalDtype):  # map the categories once, not every cell's string
+        mapping = pd.Index(categories).get_indexer(values.cat.categories.astype(str)).astype(np.int64)
+        codes = mapping[values.cat.codes.to_numpy()]
+        unknown = sorted(set(values[codes < 0].astype(str))) if (codes < 0).any() else []
+    else:
+        as_str = values.astype(str).to_numpy()
+        codes = pd.Index(categories).get_indexer(as_str).astype(np.int64)
+        unknown = sorted(set(as_str[codes < 0]))
     if unknown:
         raise PybridgeError(
             f"{role} {key!r} has categories the model was not trained with: {unknown[:10]}; "

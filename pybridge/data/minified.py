@@ -4,13 +4,19 @@ A minified AnnData keeps each cell's posterior mean and variance of z, its obser
 softmax log-normaliser: ``obsm["scvi_latent_qzm"]``, ``obsm["scvi_latent_qzv"]``, ``obs["observed_lib_size"]``,
 ``uns["_scvi_adata_minify_type"]``, X all-zero sparse, plus ``obs["pybridge_log_normalizer"]`` and
 ``uns["pybridge_minified_by"]`` (a digest of the weights of the model that computed the posteriors).
+scvi-tools has also written the posterior under ``obsm["_scvi_latent_qzm"]`` / ``["_scvi_latent_qzv"]`` and
+the library under ``obs["_scvi_observed_lib_size"]``; either spelling is read.
+
+The data may be an AnnData in memory, one opened with ``anndata.read_h5ad(path, backed="r")``, or a store left
+on disk (:func:`open_minified`); :class:`MinifiedCells` reads the chosen cells of any of them chunk by chunk.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -19,6 +25,7 @@ import torch
 from anndata import AnnData
 
 from pybridge.data.fields import covariate_arrays
+from pybridge.data.minified_file import MinifiedFile, read_rows
 from pybridge.data.registry import Registry
 from pybridge.errors import PybridgeError
 
@@ -29,6 +36,12 @@ QZV_KEY = "scvi_latent_qzv"
 LIBRARY_KEY = "observed_lib_size"
 LOG_NORMALIZER_KEY = "pybridge_log_normalizer"
 MINIFIED_BY_KEY = "pybridge_minified_by"
+#: Where each field may be found: pybridge's and scvi-tools' current spelling first, then scvi-tools' other one.
+KEY_SPELLINGS = {
+    "qzm": ("obsm", (QZM_KEY, "_scvi_latent_qzm")),
+    "qzv": ("obsm", (QZV_KEY, "_scvi_latent_qzv")),
+    "library": ("obs", (LIBRARY_KEY, "_scvi_observed_lib_size")),
+}
 
 
 def is_minified(adata: AnnData | None) -> bool:
@@ -36,14 +49,42 @@ def is_minified(adata: AnnData | None) -> bool:
     return adata is not None and adata.uns.get(MINIFY_TYPE_KEY) is not None
 
 
+def minified_keys(adata: AnnData) -> dict[str, str]:
+    """The keys under which ``adata`` stores ``qzm``, ``qzv`` and ``library`` (either scvi-tools spelling)."""
+    keys = {}
+    for field, (where, spellings) in KEY_SPELLINGS.items():
+        found = [k for k in spellings if k in getattr(adata, where)]
+        if not found:
+            names = " or ".join(f"{where}[{k!r}]" for k in spellings)
+            raise PybridgeError(f"minified adata lacks {names}; re-create it with model.minify(adata)")
+        keys[field] = found[0]
+    return keys
+
+
 def check_minified(adata: AnnData) -> None:
     """Refuse a minified AnnData that lacks one of the fields decoding reads."""
     kind = adata.uns.get(MINIFY_TYPE_KEY)
     if kind not in (MINIFY_TYPE, "latent_posterior_parameters_with_counts"):
         raise PybridgeError(f"uns[{MINIFY_TYPE_KEY!r}] is {kind!r}; only {MINIFY_TYPE!r} minified data is supported")
-    for where, key in (("obsm", QZM_KEY), ("obsm", QZV_KEY), ("obs", LIBRARY_KEY)):
-        if key not in getattr(adata, where):
-            raise PybridgeError(f"minified adata lacks {where}[{key!r}]; re-create it with model.minify(adata)")
+    minified_keys(adata)
+
+
+def open_minified(path: str | os.PathLike) -> MinifiedFile:
+    """Open a minified .h5ad or .zarr store without reading its per-cell arrays (atlas-sized stores).
+
+    Pass the result where an AnnData goes: ``SCVI.load(model_dir, adata=store)``, ``model.decode(store,
+    genes=...)``, ``model.get_latent_representation(store)``, ``model.differential_expression(store, ...)``.
+    Calls read the posteriors, library sizes and covariates of the cells they need, chunk by chunk. Select
+    cells by an obs column without reading the rest, e.g. ``cells=np.flatnonzero(store.obs["group"] == "A")``.
+    """
+    store = MinifiedFile(path)
+    if not is_minified(store):
+        raise PybridgeError(
+            f"{path} is not minified (uns[{MINIFY_TYPE_KEY!r}] is missing): open data with counts with "
+            "anndata.read_h5ad(path) or pybridge.data.disk.open_backed(path)"
+        )
+    check_minified(store)
+    return store
 
 
 def require_counts(adata: AnnData | None, what: str, fix: str = "Pass the original counts with adata=...") -> None:
@@ -77,7 +118,8 @@ def check_minified_by(adata: AnnData, module: torch.nn.Module) -> None:
 
 @dataclass
 class LatentCells:
-    """Per-cell inputs of the decoder: posterior mean/variance, library size, covariates, log-normaliser."""
+    """Per-cell inputs of the decoder, in memory: posterior mean/variance, library size, covariates,
+    log-normaliser (None: not stored, or not valid for the decoding asked for)."""
 
     qzm: np.ndarray
     qzv: np.ndarray
@@ -92,51 +134,82 @@ class LatentCells:
             None if self.log_normalizer is None else self.log_normalizer[rows],
         )
 
+    def without_log_normalizer(self) -> LatentCells:
+        return replace(self, log_normalizer=None)
+
     def __len__(self) -> int:
         return len(self.qzm)
 
 
-class MinifiedStore:
-    """A minibatch source over a minified AnnData: batches carry ``qz_m``/``qz_v``/``library``, no ``X``."""
+class MinifiedCells:
+    """The chosen cells of minified data (in memory, backed or on disk), read only when a chunk is asked for.
 
-    def __init__(self, cells: LatentCells, device: torch.device, positions: np.ndarray | None = None):
-        self.device = torch.device(device)
-        self.n_obs = len(cells)
-        self.positions = None if positions is None else torch.as_tensor(np.asarray(positions, np.int64), device=self.device)
-        self.fields = {k: torch.as_tensor(v).to(self.device) for k, v in cells.covariates.items()}
-        self.fields["qz_m"] = torch.as_tensor(cells.qzm, dtype=torch.float32).to(self.device)
-        self.fields["qz_v"] = torch.as_tensor(cells.qzv, dtype=torch.float32).to(self.device)
-        self.fields["library"] = torch.log(torch.as_tensor(cells.library, dtype=torch.float32)).reshape(-1, 1).to(
-            self.device
-        )
+    ``subset(rows)`` (positions among the chosen cells) reads those cells' posteriors, library sizes,
+    log-normalisers and covariate codes and returns them as :class:`LatentCells`.
+    """
+
+    def __init__(self, adata, registry: Registry, rows: np.ndarray | None = None, log_normalizer: bool = True):
+        check_minified(adata)
+        self.adata, self.registry, self.rows = adata, registry, rows
+        self.keys = minified_keys(adata)
+        self.use_log_normalizer = log_normalizer and LOG_NORMALIZER_KEY in adata.obs
 
     def __len__(self) -> int:
-        return self.n_obs
+        return self.adata.n_obs if self.rows is None else len(self.rows)
+
+    def without_log_normalizer(self) -> MinifiedCells:
+        return MinifiedCells(self.adata, self.registry, self.rows, log_normalizer=False)
+
+    def subset(self, rows: slice | np.ndarray) -> LatentCells:
+        if self.rows is not None:
+            rows = self.rows[rows]
+        elif isinstance(rows, slice):
+            rows = slice(*rows.indices(self.adata.n_obs))
+        obs = self.adata.obs.iloc[rows]
+        library = np.asarray(obs[self.keys["library"]].to_numpy(), dtype=np.float32)
+        bad = np.flatnonzero(~(np.isfinite(library) & (library > 0)))
+        if bad.size:
+            names = obs.index[bad[:5]].tolist()
+            raise PybridgeError(f"obs[{self.keys['library']!r}] must be positive and finite; cells {names} are not")
+        positions = np.arange(rows.start, rows.stop, rows.step) if isinstance(rows, slice) else rows
+        return LatentCells(
+            np.asarray(read_rows(self.adata.obsm[self.keys["qzm"]], rows), dtype=np.float32),
+            np.asarray(read_rows(self.adata.obsm[self.keys["qzv"]], rows), dtype=np.float32),
+            library,
+            covariate_arrays(self.adata, self.registry, positions),
+            obs[LOG_NORMALIZER_KEY].to_numpy(np.float32) if self.use_log_normalizer else None,
+        )
+
+
+class MinifiedStore:
+    """A minibatch source over minified data: batches carry ``qz_m``/``qz_v``/``library``, no ``X``, and are
+    read from the data one minibatch at a time."""
+
+    def __init__(self, cells: MinifiedCells | LatentCells, device: torch.device, positions: np.ndarray | None = None):
+        self.cells = cells
+        self.device = torch.device(device)
+        self.positions = None if positions is None else np.asarray(positions, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def _batch(self, part: LatentCells, local: np.ndarray) -> dict[str, torch.Tensor]:
+        batch = {k: torch.as_tensor(v).to(self.device) for k, v in part.covariates.items()}
+        batch["qz_m"] = torch.as_tensor(part.qzm).to(self.device)
+        batch["qz_v"] = torch.as_tensor(part.qzv).to(self.device)
+        batch["library"] = torch.log(torch.as_tensor(part.library)).reshape(-1, 1).to(self.device)
+        indices = local if self.positions is None else self.positions[local]
+        batch["indices"] = torch.as_tensor(indices, dtype=torch.long).to(self.device)
+        return batch
+
+    def gather_range(self, start: int, stop: int, sparse_counts: bool = False) -> dict[str, torch.Tensor]:
+        """The minibatch of the store's rows ``start:stop`` (one contiguous read where the data are on disk)."""
+        return self._batch(self.cells.subset(slice(start, stop)), np.arange(start, stop))
 
     def gather(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         """The minibatch of the store's rows ``idx``: posterior, library and covariates, no counts."""
-        batch = {k: v.index_select(0, idx) for k, v in self.fields.items()}
-        batch["indices"] = idx if self.positions is None else self.positions.index_select(0, idx)
-        return batch
-
-
-def latent_cells_from_minified(adata: AnnData, registry: Registry, rows: np.ndarray | None = None) -> LatentCells:
-    """Read the latent posterior, library size and covariates of ``rows`` (all when None) of a minified AnnData."""
-    check_minified(adata)
-    take = slice(None) if rows is None else rows
-    library = np.asarray(adata.obs[LIBRARY_KEY].to_numpy()[take], dtype=np.float32)
-    if not np.all(np.isfinite(library)) or (library <= 0).any():
-        bad = np.flatnonzero(~(np.isfinite(library) & (library > 0)))[:5]
-        names = adata.obs_names[bad if rows is None else rows[bad]].tolist()
-        raise PybridgeError(f"obs[{LIBRARY_KEY!r}] must be positive and finite; cells {names} are not")
-    lognorm = adata.obs[LOG_NORMALIZER_KEY].to_numpy(np.float32)[take] if LOG_NORMALIZER_KEY in adata.obs else None
-    return LatentCells(
-        np.asarray(adata.obsm[QZM_KEY][take], dtype=np.float32),
-        np.asarray(adata.obsm[QZV_KEY][take], dtype=np.float32),
-        library,
-        covariate_arrays(adata, registry, rows),
-        lognorm,
-    )
+        local = idx.cpu().numpy()
+        return self._batch(self.cells.subset(local), local)
 
 
 def minified_from_arrays(
@@ -166,8 +239,8 @@ def minified_from_arrays(
 
 def payload_bytes_per_cell(adata: AnnData) -> float:
     """Bytes per cell of the minified payload: posterior mean and variance, library size, log-normaliser."""
-    check_minified(adata)
-    arrays = [np.asarray(adata.obsm[QZM_KEY]), np.asarray(adata.obsm[QZV_KEY]), adata.obs[LIBRARY_KEY].to_numpy()]
+    keys = minified_keys(adata)
+    arrays = [np.asarray(adata.obsm[keys["qzm"]]), np.asarray(adata.obsm[keys["qzv"]]), adata.obs[keys["library"]].to_numpy()]
     if LOG_NORMALIZER_KEY in adata.obs:
         arrays.append(adata.obs[LOG_NORMALIZER_KEY].to_numpy())
     return sum(a.nbytes for a in arrays) / max(adata.n_obs, 1)

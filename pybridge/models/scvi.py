@@ -346,7 +346,8 @@ class SCVI(BaseModel):
         **kwargs,
     ) -> pd.DataFrame:
         """Bayesian differential expression (scvi-tools layout); see :func:`pybridge.de.differential_expression`
-        for the further keywords (``n_samples_overall``, ``pseudocounts``, ``threshold_counts``, ``seed``)."""
+        for the further keywords (``n_samples_overall``, ``n_cells_per_group``, ``pseudocounts``,
+        ``threshold_counts``, ``seed``)."""
         return de.differential_expression(
             self, adata=adata, groupby=groupby, group1=group1, group2=group2, idx1=idx1, idx2=idx2, mode=mode,
             delta=delta, batch_size=batch_size, all_stats=all_stats, batch_correction=batch_correction,
