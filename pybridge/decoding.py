@@ -45,7 +45,7 @@ def latent_cells(
     adata = model._data(adata)
     rows = model._rows(adata, indices)
     if is_minified(adata):
-        return MinifiedCells(adata, model.registry, rows)
+        return MinifiedCells(adata, model.registry, rows, variance=False)
     if not model.module.use_observed_lib_size:
         raise PybridgeError(
             "minified data need use_observed_lib_size=True (the library size is read from the counts); this "
@@ -154,7 +154,7 @@ def minify(model, adata: AnnData | None = None, batch_size: int | None = None) -
             raise PybridgeError(f"adata is already minified (with obs[{LOG_NORMALIZER_KEY!r}])")
         out = adata.copy()
         out.obs[LOG_NORMALIZER_KEY] = compute_log_normalizers(
-            model.module, MinifiedCells(adata, model.registry, log_normalizer=False)
+            model.module, MinifiedCells(adata, model.registry, log_normalizer=False, variance=False)
         )
         return out
     cells = latent_cells(model, adata, batch_size=batch_size)

@@ -122,14 +122,14 @@ class LatentCells:
     log-normaliser (None: not stored, or not valid for the decoding asked for)."""
 
     qzm: np.ndarray
-    qzv: np.ndarray
+    qzv: np.ndarray | None
     library: np.ndarray
     covariates: dict[str, np.ndarray]
     log_normalizer: np.ndarray | None = None
 
     def subset(self, rows) -> LatentCells:
         return LatentCells(
-            self.qzm[rows], self.qzv[rows], self.library[rows],
+            self.qzm[rows], None if self.qzv is None else self.qzv[rows], self.library[rows],
             {k: v[rows] for k, v in self.covariates.items()},
             None if self.log_normalizer is None else self.log_normalizer[rows],
         )
@@ -145,12 +145,16 @@ class MinifiedCells:
     """The chosen cells of minified data (in memory, backed or on disk), read only when a chunk is asked for.
 
     ``subset(rows)`` (positions among the chosen cells) reads those cells' posteriors, library sizes,
-    log-normalisers and covariate codes and returns them as :class:`LatentCells`.
+    log-normalisers and covariate codes and returns them as :class:`LatentCells`; ``variance=False`` leaves
+    the posterior variances unread (decoding at the posterior mean does not use them).
     """
 
-    def __init__(self, adata, registry: Registry, rows: np.ndarray | None = None, log_normalizer: bool = True):
+    def __init__(
+        self, adata, registry: Registry, rows: np.ndarray | None = None, log_normalizer: bool = True,
+        variance: bool = True,
+    ):
         check_minified(adata)
-        self.adata, self.registry, self.rows = adata, registry, rows
+        self.adata, self.registry, self.rows, self.variance = adata, registry, rows, variance
         self.keys = minified_keys(adata)
         self.use_log_normalizer = log_normalizer and LOG_NORMALIZER_KEY in adata.obs
 
@@ -158,7 +162,7 @@ class MinifiedCells:
         return self.adata.n_obs if self.rows is None else len(self.rows)
 
     def without_log_normalizer(self) -> MinifiedCells:
-        return MinifiedCells(self.adata, self.registry, self.rows, log_normalizer=False)
+        return MinifiedCells(self.adata, self.registry, self.rows, log_normalizer=False, variance=self.variance)
 
     def subset(self, rows: slice | np.ndarray) -> LatentCells:
         if self.rows is not None:
@@ -174,7 +178,7 @@ class MinifiedCells:
         positions = np.arange(rows.start, rows.stop, rows.step) if isinstance(rows, slice) else rows
         return LatentCells(
             np.asarray(read_rows(self.adata.obsm[self.keys["qzm"]], rows), dtype=np.float32),
-            np.asarray(read_rows(self.adata.obsm[self.keys["qzv"]], rows), dtype=np.float32),
+            np.asarray(read_rows(self.adata.obsm[self.keys["qzv"]], rows), dtype=np.float32) if self.variance else None,
             library,
             covariate_arrays(self.adata, self.registry, positions),
             obs[LOG_NORMALIZER_KEY].to_numpy(np.float32) if self.use_log_normalizer else None,
