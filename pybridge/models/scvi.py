@@ -143,7 +143,8 @@ class SCVI(BaseModel):
 
     def _frame(self, values: np.ndarray, adata: AnnData | None, indices, genes) -> pd.DataFrame:
         adata = self._adata(adata)
-        obs = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
+        # through obs, so that a store on disk (open_minified) reads only the names of these cells
+        obs = adata.obs_names if indices is None else adata.obs.iloc[self._rows(adata, indices)].index
         return pd.DataFrame(values, index=obs, columns=genes)
 
     # ---- outputs -----------------------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def test_outputs_and_cell_subsets_read_from_the_store(store, model_dir, in_memor
     np.testing.assert_array_equal(model.get_latent_representation(indices=cells),
                                   adata.obsm["scvi_latent_qzm"][cells])
     frame = model.get_normalized_expression(indices=cells[:50], gene_list=["gene0", "gene3"])
-    assert list(frame.index) == [f"c{i}" for i in cells[:50]]
+    assert list(frame.index) == [f"c{i}" for i in cells[:50]] and opened._obs_names is None  # 50 names read
     np.testing.assert_allclose(frame.to_numpy(), reference_model.get_normalized_expression(
         indices=cells[:50], gene_list=["gene0", "gene3"], return_numpy=True), rtol=1e-6)
     assert model.posterior_predictive_sample(indices=cells[:20]).shape == (20, 50)
