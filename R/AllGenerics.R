@@ -24,7 +24,7 @@ setGeneric("minifySCVI", function(model, x, assay.type = "counts", batch = NULL)
 
 #' @rdname minifySCVI
 #' @export
-setGeneric("scviDecode", function(model, x, genes = NULL, library.size = 1, assay.type = "counts", batch = NULL)
+setGeneric("scviDecode", function(model, x, genes = NULL, library.size = 1, assay.type = "counts", batch = NULL, ...)
     standardGeneric("scviDecode"), signature = "x")
 
 #' @rdname scviDifferentialExpression

@@ -186,12 +186,18 @@ scviDiagnostics <- function(model, x, out.dir = tempfile("pybridge-report-"), tr
 #' On a SingleCellExperiment minified by [minifySCVI()], the posterior samples
 #' come from each cell's stored latent posterior; the raw-count columns are
 #' left out (there are no counts), and `mode = "change"` needs a given
-#' `pseudocounts =` (its estimate reads the counts).
+#' `pseudocounts =` (its estimate reads the counts). The same holds for the
+#' path of a minified .h5ad or .zarr file (see [scviDecode()]), whose cells
+#' are read as needed: `groupby` names a column of its cell metadata (obs),
+#' `batch` must be `NULL`, and `group1`, `group2` take the forms of
+#' `scviDecode()`'s `cells` (positions, logical, names, or a list naming an
+#' obs column and values).
 #'
 #' @param model An `SCVIModel` handle ([SCVIModel-class]).
 #' @param x The cells, with the model's genes, as for [scviLatent()]: a
 #'   SingleCellExperiment, SummarizedExperiment, Seurat object or genes x
-#'   cells count matrix, or a SingleCellExperiment minified by [minifySCVI()].
+#'   cells count matrix, a SingleCellExperiment minified by [minifySCVI()], or
+#'   the path of a minified .h5ad or .zarr file of `model`.
 #' @param groupby The groups: the name of a cell-metadata column (colData,
 #'   meta.data), or one value per cell. `NULL` (default) to give the cells
 #'   themselves in `group1` and `group2`.
@@ -219,7 +225,8 @@ scviDiagnostics <- function(model, x, out.dir = tempfile("pybridge-report-"), tr
 #'   another column name, or one value per cell.
 #' @param ... Further settings, by their Python names (whole numbers as
 #'   integers, e.g. `5000L`): `n_samples_overall` (posterior draws per group:
-#'   `5000L`), `pseudocounts` (added to the expression before the log2
+#'   `5000L`), `n_cells_per_group` (cells a group is subsampled to first:
+#'   `100000L`; `NULL` for all), `pseudocounts` (added to the expression before the log2
 #'   fold-change in `mode = "change"`; default `NULL`, estimated from the
 #'   genes with a raw mean below `threshold_counts` in a group),
 #'   `threshold_counts` (0.01), `all_stats` (`TRUE`: add the raw-count
@@ -305,16 +312,50 @@ setMethod("scviDifferentialExpression", "ANY", .differentialExpressionMethod)
         g <- .resolveBatch(x, groupby, n, default_key = key)
         reticulate::py_set_item(input$adata$obs, key,
                                 reticulate::r_to_py(as.character(g$values)))
-        args$groupby <- key
-        if (!is.null(group1)) args$group1 <- reticulate::r_to_py(as.list(as.character(group1)))
-        if (!is.null(group2)) args$group2 <- as.character(group2)
+        args <- c(args, .groupArgs(key, group1, group2))
     }
+    .runDifferentialExpression(model, args, extra, input$context)
+}
+
+# The groups of a comparison by a column `groupby` of the cells' metadata, as Python's arguments.
+.groupArgs <- function(groupby, group1, group2) {
+    list(groupby = groupby, group1 = if (!is.null(group1)) reticulate::r_to_py(as.list(as.character(group1))),
+         group2 = if (!is.null(group2)) as.character(group2))
+}
+
+# Python's differential_expression(**args, **extra) as a data.frame.
+.runDifferentialExpression <- function(model, args, extra, context) {
     .withPython({
         df <- do.call(.pyModel(model)$differential_expression, c(args, .wholeNumbersAsInteger(extra)))
         specs <- reticulate::py_to_r(.handoff()$frame_to_columns(df$rename_axis("gene")$reset_index()))
-    }, input$context)
+    }, context)
     as.data.frame(.frameFromSpecs(specs, NULL), optional = TRUE)
 }
+
+#' @rdname scviDifferentialExpression
+#' @export
+setMethod("scviDifferentialExpression", "character", function(model, x, groupby = NULL, group1 = NULL,
+                                                              group2 = NULL, mode = c("vanilla", "change"),
+                                                              delta = 0.25, fdr.target = 0.05,
+                                                              batch.correction = FALSE, assay.type = "counts",
+                                                              batch = NULL, ...) {
+    mode <- match.arg(mode)
+    store <- .openMinifiedFile(model, x, batch)
+    args <- list(adata = store, mode = mode, delta = delta, batch_correction = batch.correction,
+                 fdr_target = fdr.target)
+    if (is.null(groupby)) {
+        if (is.null(group1)) stop("pass groupby = (an obs column of the file) or group1 = (cells)", call. = FALSE)
+        args$idx1 <- .arr(.fileCells(store, group1, "group1"))
+        if (!is.null(group2)) args$idx2 <- .arr(.fileCells(store, group2, "group2"))
+    } else {
+        if (!is.character(groupby) || length(groupby) != 1L || !groupby %in% .fileColumns(store)) {
+            stop("groupby must name a cell-metadata (obs) column of the file; it has ",
+                 paste0("'", .fileColumns(store), "'", collapse = ", "), call. = FALSE)
+        }
+        args <- c(args, .groupArgs(groupby, group1, group2))
+    }
+    .runDifferentialExpression(model, args, .minifiedDEArgs(mode, list(...)), NULL)
+})
 
 # Further arguments for Python as typed there: R's whole numbers (200, not 200L) become integers.
 .wholeNumbersAsInteger <- function(args) {
