@@ -37,14 +37,27 @@ def _install_hint() -> str:
     )
 
 
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
 def _r():
     """rpy2's robjects with the R package loaded in the embedded R session (rpy2 imported here, lazily)."""
+    library_path = os.environ.get("LD_LIBRARY_PATH")
     try:
         import rpy2.robjects as ro
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise PybridgeError(
             "reading/writing .rds needs rpy2 and R: pip install 'pybridge-sc[r]' (rpy2 3.5.x) with R >= 4.1 installed"
         ) from err
+    finally:
+        # rpy2 puts R's library folders (with the system's libpython) on LD_LIBRARY_PATH for the rest of the
+        # process; R is loaded by now, and Python subprocesses started later (Dask workers, torchrun) would
+        # load the wrong libpython
+        _restore_env("LD_LIBRARY_PATH", library_path)
     if R_PACKAGE in _LOADED:
         return ro
     pkg = R_PACKAGE

@@ -139,3 +139,15 @@ def test_conversion_code_comes_from_the_r_package():
     assert not bool(ro.r("exists('.pybridge_env')")[0])  # no private copy of the R code any more
     fn = rds._fn(".toPlainParts")
     assert str(ro.r("environmentName")(ro.r("environment")(fn))[0]) == "pybridge"
+
+
+def test_rpy2_leaves_the_library_path_of_later_subprocesses_alone():
+    """rpy2 puts R's folders (and the system's libpython) on LD_LIBRARY_PATH; a Python subprocess started
+    after an .rds was read (a Dask worker, torchrun) must still load its own libpython."""
+    import subprocess
+    import sys
+
+    code = ("import os; before = os.environ.get('LD_LIBRARY_PATH'); from pybridge.bridge import rds; rds._r(); "
+            "assert os.environ.get('LD_LIBRARY_PATH') == before, os.environ.get('LD_LIBRARY_PATH'); "
+            "import subprocess, sys; subprocess.run([sys.executable, '-c', 'import ssl'], check=True)")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

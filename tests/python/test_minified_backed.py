@@ -179,3 +179,15 @@ def test_decoding_on_a_local_dask_cluster_matches_local_decoding(store, model_di
     ran = [str(task["key"]) for task in stream.data]
     assert sum("block" in key for key in ran) == -(-len(cells) // 8192)  # every block decoded on a worker
     np.testing.assert_array_equal(on_cluster, local)
+
+
+def test_de_gene_blocks_do_not_change_the_result(in_memory, monkeypatch):
+    import pybridge.de
+
+    model, _ = in_memory
+    kwargs = {"groupby": "group", "group1": "A", "group2": "C", "all_stats": False, "n_samples_overall": 300,
+              "mode": "change", "pseudocounts": 1e-4}
+    whole = model.differential_expression(**kwargs)
+    monkeypatch.setattr(pybridge.de, "GENE_BLOCK", 7)
+    blocked = model.differential_expression(**kwargs)
+    pd.testing.assert_frame_equal(blocked, whole, rtol=1e-4, atol=1e-6)  # only the products' block shapes differ
