@@ -113,6 +113,11 @@ def done(work: Path, tag: str, key: str) -> bool:
     return (work / f"{tag}_{key}.csv").exists()
 
 
+def seeded_key(key: str, seed: int, first_seed: int) -> str:
+    """The result name of a pybridge DestVI run: the setting's key for the first seed, ``key_seedN`` after."""
+    return key if seed == first_seed else f"{key}_seed{seed}"
+
+
 def read_timings(work: Path, tag: str) -> dict[str, float]:
     """One method's training times by setting key ({} before its first result)."""
     path = work / f"{tag}_timings.json"
@@ -143,8 +148,11 @@ def start_peer(method: str, settings: list[dict], args: argparse.Namespace, work
 
 
 def run_pybridge(settings: list[dict], args: argparse.Namespace, work: Path) -> None:
-    """pybridge CondSCVI (once per dataset) and DestVI on every unfinished setting, then NNLS."""
-    todo = [s for s in settings if not done(work, "pybridge", s["key"])]
+    """pybridge CondSCVI (once per dataset) and DestVI on every unfinished setting and training seed (the same
+    spots and reference model), then NNLS."""
+    seeds = range(args.seed, args.seed + args.destvi_seeds)
+    todo = [(s, seed) for s in settings for seed in seeds
+            if not done(work, "pybridge", seeded_key(s["key"], seed, args.seed))]
     reference = ad.read_h5ad(work / "reference.h5ad")
     if todo:
         ref = reference.copy()
@@ -153,7 +161,8 @@ def run_pybridge(settings: list[dict], args: argparse.Namespace, work: Path) -> 
         start = time.perf_counter()
         sc_model.train(max_epochs=args.sc_epochs, seed=args.seed, progress=False)
         record_timing(work, "pybridge", "reference", time.perf_counter() - start)
-    for setting in todo:
+    for setting, seed in todo:
+        name = seeded_key(setting["key"], seed, args.seed)
         spots = ad.read_h5ad(work / setting["file"])
         DestVI.setup_anndata(spots)
         with warnings.catch_warnings():
@@ -161,10 +170,10 @@ def run_pybridge(settings: list[dict], args: argparse.Namespace, work: Path) -> 
             model = DestVI.from_rna_model(spots, sc_model, vamp_prior_p=15)
             start = time.perf_counter()
             model.train(max_epochs=setting["epochs"], lr=args.lr, batch_size=setting["batch_size"],
-                        n_epochs_kl_warmup=args.kl_warmup, seed=args.seed, progress=False)
-        record_timing(work, "pybridge", setting["key"], time.perf_counter() - start)
-        model.get_proportions(cell_fractions=True).to_csv(work / f"pybridge_{setting['key']}.csv")
-        print(f"{work.name} {setting['key']}: pybridge DestVI done", flush=True)
+                        n_epochs_kl_warmup=args.kl_warmup, seed=seed, progress=False)
+        record_timing(work, "pybridge", name, time.perf_counter() - start)
+        model.get_proportions(cell_fractions=True).to_csv(work / f"pybridge_{name}.csv")
+        print(f"{work.name} {name}: pybridge DestVI done", flush=True)
     for setting in settings:
         if done(work, "nnls", setting["key"]):
             continue
@@ -200,21 +209,25 @@ def collect(workdir: Path) -> pd.DataFrame:
             pattern, n_spots = key.rsplit("_", 1)
             truth = pd.read_csv(truth_file, index_col=0)
             for method, tag in tags.items():
-                path = work / f"{tag}_{key}.csv"
-                if not path.exists():
-                    continue
-                pred = pd.read_csv(path, index_col=0)
-                if method == "scvi-tools DestVI":
-                    reference = reference if reference is not None else ad.read_h5ad(work / "reference.h5ad")
-                    pred = to_cell_fractions(pred, reference)
-                summary = summarize_metrics(deconvolution_metrics(truth, pred.loc[truth.index]))
-                rows.append({"dataset": work.name, "pattern": pattern, "n_spots": int(n_spots), "method": method,
-                             "train_s": timings_of[tag].get(key, np.nan), **summary[SHOWN].to_dict()})
+                paths = [work / f"{tag}_{key}.csv", *sorted(work.glob(f"{tag}_{key}_seed*.csv"))]
+                runs = []
+                for path in filter(Path.exists, paths):
+                    pred = pd.read_csv(path, index_col=0)
+                    if method == "scvi-tools DestVI":
+                        reference = reference if reference is not None else ad.read_h5ad(work / "reference.h5ad")
+                        pred = to_cell_fractions(pred, reference)
+                    summary = summarize_metrics(deconvolution_metrics(truth, pred.loc[truth.index]))
+                    runs.append({**summary[SHOWN].to_dict(), "train_s": timings_of[tag].get(path.stem[len(tag) + 1:])})
+                if runs:
+                    runs = pd.DataFrame(runs).astype(float)
+                    rows.append({"dataset": work.name, "pattern": pattern, "n_spots": int(n_spots), "method": method,
+                                 "n_runs": len(runs), **runs.mean().to_dict(),
+                                 **runs[SHOWN].std(ddof=1).add_suffix("_sd").to_dict()})
     return pd.DataFrame(rows)
 
 
 def wins(table: pd.DataFrame) -> pd.DataFrame:
-    """Per setting: does pybridge DestVI have Pearson >= and RMSE <= cell2location's?"""
+    """Per setting: does pybridge DestVI (its mean over training seeds) have Pearson >= and RMSE <= cell2location's?"""
     wide = table.pivot_table(index=["dataset", "pattern", "n_spots"], columns="method",
                              values=["celltype_pearson", "celltype_rmse"])
     pair = [("celltype_pearson", "pybridge DestVI"), ("celltype_pearson", "cell2location")]
@@ -225,6 +238,14 @@ def wins(table: pd.DataFrame) -> pd.DataFrame:
         "pearson_win": both[("celltype_pearson", "pybridge DestVI")] >= both[("celltype_pearson", "cell2location")],
         "rmse_win": both[("celltype_rmse", "pybridge DestVI")] <= both[("celltype_rmse", "cell2location")],
     })
+
+
+def _cell(row: pd.Series) -> str:
+    """"Pearson / RMSE / seconds" of one method and setting; over several training seeds, mean ± sd (n)."""
+    if row["n_runs"] < 2:
+        return "{:.3f} / {:.3f} / {:.0f}".format(*row[["celltype_pearson", "celltype_rmse", "train_s"]])
+    return "{:.3f}±{:.3f} / {:.3f}±{:.3f} / {:.0f} ({:.0f} seeds)".format(
+        *row[["celltype_pearson", "celltype_pearson_sd", "celltype_rmse", "celltype_rmse_sd", "train_s", "n_runs"]])
 
 
 def markdown(table: pd.DataFrame, args: argparse.Namespace) -> str:
@@ -238,7 +259,8 @@ def markdown(table: pd.DataFrame, args: argparse.Namespace) -> str:
         f"the other half of every type's cells. pybridge DestVI: CondSCVI {args.sc_epochs} epochs, DestVI "
         f"{args.st_epochs} epochs below 1,000 spots and {args.large_epochs} from 1,000, batch min(128, max(4, "
         f"n/10)), lr {args.lr}, KL warm-up {args.kl_warmup}, its defaults otherwise; scvi-tools DestVI: the same "
-        f"settings with its own defaults (MoG prior on CondSCVI); cell2location 0.1.5: reference regression "
+        f"settings with its own defaults (MoG prior on CondSCVI); several pybridge DestVI training seeds on the same "
+        f"spots and reference model (--destvi-seeds) show as mean±sd and are compared by their mean; cell2location 0.1.5: reference regression "
         f"{args.c2l_ref_epochs} epochs, spatial model {args.c2l_epochs} full-batch epochs, N_cells_per_location "
         f"= the spots' mean number of cells, detection_alpha 20, proportions = posterior mean abundances "
         f"normalised per spot. Metrics: means over cell types of `pybridge.evaluate.deconvolution_metrics` on "
@@ -260,8 +282,7 @@ def markdown(table: pd.DataFrame, args: argparse.Namespace) -> str:
             cells = []
             for method in METHODS:
                 row = rows[rows["method"] == method]
-                cells.append("" if row.empty else "{:.3f} / {:.3f} / {:.0f}".format(
-                    *row[["celltype_pearson", "celltype_rmse", "train_s"]].iloc[0]))
+                cells.append("" if row.empty else _cell(row.iloc[0]))
             lines.append(f"| {pattern} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -283,6 +304,8 @@ def main() -> None:
     parser.add_argument("--c2l-ref-epochs", type=int, default=250, help="cell2location reference model epochs")
     parser.add_argument("--c2l-epochs", type=int, default=30000, help="cell2location spatial model epochs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--destvi-seeds", type=int, default=1,
+                        help="pybridge DestVI training seeds per setting (seed, seed+1, ...; same spots and reference)")
     parser.add_argument("--report", action="store_true", help="only write the table from the workdir")
     parser.add_argument("--no-write", action="store_true", help="print the table instead of writing RESULTS.md")
     args = parser.parse_args()
