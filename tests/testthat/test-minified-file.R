@@ -85,7 +85,7 @@ test_that("scviDifferentialExpression on a minified file matches the minified Si
     expect_error(run(f$path, groupby = "sample", mode = "change"), "pseudocounts = a number")
 })
 
-test_that("a missing or non-minified file is refused in R terms", {
+test_that("a missing, non-minified or other model's file is refused in R terms", {
     skip_if_no_python()
     f <- minified_file_fixture()
     missing <- tempfile(fileext = ".h5ad")
@@ -94,4 +94,7 @@ test_that("a missing or non-minified file is refused in R terms", {
     counts <- tempfile(fileext = ".h5ad")
     f$adata$write_h5ad(counts)
     expect_error(scviDecode(f$model, counts), "is not minified: it holds counts. Use the SingleCellExperiment")
+    other <- trainSCVI(f$sce, batch = "sample", n_latent = 3, n_hidden = 16, max_epochs = 1, batch_size = 32,
+                       path = tempfile("w-"), progress = FALSE)
+    expect_error(scviDecode(other, f$path), "x was minified by another model")
 })
