@@ -201,6 +201,6 @@ readH5AD <- function(path, kind = c("sce", "seurat"), X.name = "counts") {
 writeH5AD <- function(x, path, X.name = "counts") {
     .pybridgeModule()
     adata <- toAnnData(x, X.name = X.name)
-    adata$write_h5ad(path.expand(path))
+    .pybridgeModule("pybridge.cli.io")$write_h5ad(adata, path.expand(path))
     invisible(path)
 }

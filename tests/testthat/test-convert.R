@@ -118,6 +118,12 @@ test_that("real counts from the shipped cortex data convert exactly, and .h5ad f
     again <- readH5AD(f)
     expect_identical(SummarizedExperiment::assay(again, "counts"), SummarizedExperiment::assay(sce, "counts"))
     expect_identical(SummarizedExperiment::colData(again), SummarizedExperiment::colData(sce))
+    sce$donor <- rep(c("d1", NA, "d2"), length.out = ncol(sce))  # character columns, with and without NA
+    sce$site <- rep(c("a", "b"), length.out = ncol(sce))
+    writeH5AD(sce, f)
+    again <- readH5AD(f)
+    expect_identical(as.character(again$donor), sce$donor)
+    expect_identical(as.character(again$site), sce$site)
 })
 
 test_that("unconvertible input gets a clear error", {
