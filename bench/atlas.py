@@ -474,8 +474,28 @@ def worker(op: str, store: Path, opener: str, threads: int) -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def measure(ops: list[str], store: Path, opener: str, threads: int, timeout: float) -> None:
-    """Run each operation in a fresh process under the bench lock; record its numbers (or why it has none)."""
+STORE_OPS = ("open", "load", "decode_1gene_all", "decode_100genes_1M", "de_A_B")
+
+
+def evict(path: Path) -> None:
+    """Drop ``path`` (only this file) from the page cache, so that the next read comes from the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def measure(ops: list[str], store: Path, opener: str, threads: int, timeout: float, cold: bool) -> None:
+    """Run each operation in a fresh process under the bench lock; record its numbers (or why it has none).
+
+    ``cold``: the store is dropped from the page cache before each operation that reads it."""
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "pybridge"], capture_output=True, text=True,
+                           check=True).stdout
+    update_results("pybridge_tree", {"head": head, "uncommitted_pybridge_files": len(dirty.splitlines())})
     for op in ops:
         tool = OPERATIONS[op][0]
         python = SCVI_PYTHON if tool == "scvi-tools" else ROOT / ".venv" / "bin" / "python"
@@ -483,6 +503,8 @@ def measure(ops: list[str], store: Path, opener: str, threads: int, timeout: flo
                "PYTHONPATH": "" if tool == "scvi-tools" else str(ROOT)}
         command = ["flock", LOCK, str(python), __file__, "worker", op, "--store", str(store),
                    "--opener", opener, "--threads", str(threads)]
+        if cold and op in STORE_OPS:
+            evict(store)
         cached = page_cache_bytes(store) if store.exists() else None
         print(f"{op}: {' '.join(command)}", flush=True)
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True, start_new_session=True)
@@ -498,7 +520,7 @@ def measure(ops: list[str], store: Path, opener: str, threads: int, timeout: flo
             record = json.loads(lines[-1][7:]) if lines else failed
         record.update({"store": store.name, "store_bytes_in_page_cache": cached})
         print(json.dumps(record), flush=True)
-        update_results(f"op:{op}:{store.name}", record)
+        update_results(f"op:{op}:{store.name}:{'cold' if cold else 'warm'}", record)
 
 
 def page_cache_bytes(path: Path) -> int:
@@ -547,12 +569,16 @@ def report() -> None:
     sys.path.insert(0, str(ROOT / "bench"))
     from minify_bench import machine, write_section
 
+    set_threads(2)  # as in the timed runs, for the machine line
     results = json.loads(RESULTS.read_text())
     n_cells = 100_000_000
     store = results[f"store_{n_cells}"]
     name = store_path(n_cells).name
-    ops = {k.split(":")[1]: v for k, v in results.items() if k.startswith("op:") and k.endswith(f":{name}")}
+    runs = {cache: {k.split(":")[1]: v for k, v in results.items()
+                    if k.startswith("op:") and k.endswith(f":{name}:{cache}")} for cache in ("warm", "cold")}
+    ops = {**runs["warm"], **{k: v for k, v in runs["cold"].items() if k in STORE_OPS}}
     model, protos, disk = results["model"], results[f"prototypes_{store['prototypes']}"], results.get("disk")
+    tree = results["pybridge_tree"]
     bound = 2 * N_LATENT * 4 + 12
     per_cell = {k: store[f"{k}_bytes"] / n_cells for k in ("payload", "obs", "x", "file")}
 
@@ -588,8 +614,11 @@ def report() -> None:
         f"normalisers computed exactly with `pybridge.decoding.compute_log_normalizers` "
         f"({protos['flop']:.1e} FLOP, {protos['seconds'] / 60:.1f} min); every store cell is a random prototype "
         f"(posterior, plate and normaliser) with its own library size (lognormal, median 3,000). Groups: 1M "
-        f"random cells \"A\", 1M others \"B\", the rest \"rest\". Each operation ran in a fresh process under "
-        f"`flock`, OMP_NUM_THREADS=2; peak RSS is that process's VmHWM (imports, model and store included)."),
+        f"random cells \"A\", 1M others \"B\", the rest \"rest\". pybridge as of {tree['head']}"
+        + (f" plus uncommitted changes to {tree['uncommitted_pybridge_files']} files under pybridge/ (the "
+           f"`open_minified` work in progress)" if tree["uncommitted_pybridge_files"] else "")
+        + ". Each operation ran in a fresh process under "
+        "`flock`, OMP_NUM_THREADS=2; peak RSS is that process's VmHWM (imports, model and store included)."),
         "",
         "| operation (100M-cell store) | time | peak RSS | set-up in the same process |",
         "|---|---:|---:|---|",
@@ -608,7 +637,7 @@ def report() -> None:
         f"same layout back exactly (`bench/atlas.py verify`)."),
     ]
     lines += comparison(ops, results.get("slice", {}))
-    lines += limits(ops, store, disk)
+    lines += limits(ops, store, disk, runs["warm"].get("decode_1gene_all"))
     body = "\n".join(lines)
     print(body)
     write_section(ROOT / "bench" / "RESULTS.md", HEADING, body)
@@ -620,11 +649,12 @@ def comparison(ops: dict, piece: dict) -> list[str]:
     rows = [
         ("`read_h5ad` of the slice", ops.get("scvi_load"), "read_s", ops.get("slice_load"), "read_s"),
         ("model load with the slice", ops.get("scvi_load"), "load_s", ops.get("slice_load"), "load_s"),
-        (("normalized expression of 1 gene, 1M cells (scvi-tools: `get_normalized_expression(gene_list=[g])`; "
-         "pybridge: `decode(genes=[g])`)"), ops.get("scvi_gne_1gene"), "seconds", ops.get("slice_decode_1gene"),
-         "seconds"),
-        ("pybridge `get_normalized_expression(gene_list=[g])`, 1M cells", None, "", ops.get("slice_gne_1gene"),
-         "seconds"),
+        ("1 gene, first 100k cells: `get_normalized_expression(indices=..., gene_list=[g])` in both",
+         ops.get("scvi_gne_1gene"), "seconds", ops.get("slice_gne_1gene"), "seconds"),
+        ("1 gene, first 100k cells: scvi-tools as above, pybridge `decode(cells=..., genes=[g])`",
+         ops.get("scvi_gne_1gene"), "seconds", ops.get("slice_decode_1gene_100k"), "seconds"),
+        ("1 gene, all 1M cells: pybridge `decode(genes=[g])` (scvi-tools not run: ~10× its 100k time)",
+         None, "", ops.get("slice_decode_1gene"), "seconds"),
         (f"DE A vs B within the slice ({counts.get('A', 0):,} vs {counts.get('B', 0):,} cells, `all_stats=False`)",
          ops.get("scvi_de"), "seconds", ops.get("slice_de"), "seconds"),
     ]
@@ -648,8 +678,9 @@ def comparison(ops: dict, piece: dict) -> list[str]:
     return lines
 
 
-def limits(ops: dict, store: dict, disk: dict | None) -> list[str]:
-    """How far the 1-gene decode is from the disk and from its own matrix products."""
+def limits(ops: dict, store: dict, disk: dict | None, warm: dict | None) -> list[str]:
+    """How far the 1-gene decode is from the disk and from its own matrix products (``warm``: the same decode
+    with the store in the page cache, when it was run so too)."""
     decode, floor = ops.get("decode_1gene_all"), ops.get("floor_1gene_1M")
     if decode is None or "skipped" in decode:
         return ["", "Decoding 1 gene for all 100M cells: not measured (see the table)."]
@@ -667,7 +698,11 @@ def limits(ops: dict, store: dict, disk: dict | None) -> list[str]:
         + (f"; the disk reads {disk['mb_per_s']:,.0f} MB/s with O_DIRECT (dd, 2 GB), so reading them cold takes "
            f"{needed / 1e6 / disk['mb_per_s']:.0f} s" if disk else "")
         + f"; {decode.get('store_bytes_in_page_cache', 0) / 1e9:.1f} GB of the store was in the page cache at "
-        f"the start.",
+        f"the start"
+        + (f"; with the store already in the page cache ({warm['store_bytes_in_page_cache'] / 1e9:.1f} GB) the "
+           f"same decode took {_time(warm)}, peak RSS {_rss(warm)}" if warm and "seconds" in warm and warm is not decode
+           else "")
+        + ".",
         f"- Its arithmetic: the decoder's hidden layer ({N_LATENT} latent + {N_PLATES} plate one-hot → "
         f"{N_HIDDEN}) and one row of the last layer, {flop:.1e} FLOP for 100M cells"
         + (f"; those products alone, on random inputs in chunks of 8,192, take {floor['seconds']:.2f} s per 1M "
@@ -701,6 +736,7 @@ def main() -> None:
     timing.add_argument("--threads", type=int, default=2)
     timing.add_argument("--timeout", type=float, default=600.0)
     timing.add_argument("--disk", action="store_true", help="also time a 2 GB O_DIRECT read of the store (dd)")
+    timing.add_argument("--cold", action="store_true", help="drop the store from the page cache before each read")
     work = sub.add_parser("worker")
     work.add_argument("op", choices=list(OPERATIONS))
     work.add_argument("--store", type=Path, required=True)
@@ -724,7 +760,8 @@ def main() -> None:
     elif args.command == "measure":
         if args.disk:
             print(disk_read_bandwidth(store_path(args.store_cells)))
-        measure(args.ops.split(","), store_path(args.store_cells), args.opener, args.threads, args.timeout)
+        measure(args.ops.split(","), store_path(args.store_cells), args.opener, args.threads, args.timeout,
+                args.cold)
     elif args.command == "report":
         report()
 
