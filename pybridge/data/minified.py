@@ -97,12 +97,21 @@ def require_counts(adata: AnnData | None, what: str, fix: str = "Pass the origin
 
 
 def module_fingerprint(module: torch.nn.Module) -> str:
-    """A digest of a model's weights: minified data record which model computed their posteriors."""
+    """A digest of a model's weights: minified data record which model computed their posteriors.
+
+    Kept on the module until a weight changes (torch counts in-place writes per tensor), so that calls on
+    minified data do not hash a large model each time."""
+    state = module.state_dict()
+    key = tuple((name, t.data_ptr(), t._version, tuple(t.shape), str(t.dtype)) for name, t in state.items())
+    cached = getattr(module, "_pybridge_fingerprint", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
+    for name, tensor in state.items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    module._pybridge_fingerprint = (key, digest.hexdigest())
+    return module._pybridge_fingerprint[1]
 
 
 def check_minified_by(adata: AnnData, module: torch.nn.Module) -> None:

@@ -191,3 +191,14 @@ def test_de_gene_blocks_do_not_change_the_result(in_memory, monkeypatch):
     monkeypatch.setattr(pybridge.de, "GENE_BLOCK", 7)
     blocked = model.differential_expression(**kwargs)
     pd.testing.assert_frame_equal(blocked, whole, rtol=1e-4, atol=1e-6)  # only the products' block shapes differ
+
+
+def test_fingerprint_is_cached_until_a_weight_changes(model_dir):
+    import torch
+
+    model = pybridge.SCVI.load(model_dir, accelerator="cpu")
+    first = module_fingerprint(model.module)
+    assert module_fingerprint(model.module) == first
+    with torch.no_grad():
+        next(model.module.parameters()).add_(1e-3)  # as an optimizer step would
+    assert module_fingerprint(model.module) != first
