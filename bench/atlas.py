@@ -2,14 +2,16 @@
 
 Everything lives in ``bench/.atlas/`` (git-ignored). Costs are for 2 shared cores, 24 GB RAM, local disk:
 
-    .venv/bin/python bench/atlas.py model                       # ~2-3 min: 62,710 genes, 128 hidden, 10 latent,
-                                                                # 14 plates, trained briefly on 3,000 simulated cells
-    .venv/bin/python bench/atlas.py store --cells 100000000     # 1M prototype log-normalisers (~1.6e13 FLOP, minutes)
-                                                                # once, then ~10 GB written chunk by chunk
-    .venv/bin/python bench/atlas.py slice                       # the first 1M cells as an ordinary minified .h5ad
-    .venv/bin/python bench/atlas.py verify                      # a 20,000-cell store read back by anndata, exactly
-    .venv/bin/python bench/atlas.py measure [--ops a,b]         # each operation in its own process (minutes each)
-    .venv/bin/python bench/atlas.py report                      # "## Atlas scale: 100M-cell minified store"
+    .venv/bin/python bench/atlas.py model                    # ~2 min: 62,710 genes, 128 hidden, 10 latent, 14
+                                                             # plates, 3 epochs on 3,000 simulated cells (90 s)
+    .venv/bin/python bench/atlas.py store --cells 100000000  # 1M prototype log-normalisers once (1.6e13 FLOP:
+                                                             # 20 min niced on a loaded machine), then 10 GB
+                                                             # written in ~35 s (to the page cache)
+    .venv/bin/python bench/atlas.py slice                    # the first 1M cells as an ordinary minified .h5ad (1 s)
+    .venv/bin/python bench/atlas.py verify                   # a 20,000-cell store read back by anndata, exactly (5 s)
+    .venv/bin/python bench/atlas.py measure --disk --cold    # every operation in its own process, ~17 min in all;
+                                                             # scvi_gne_1gene_1M alone takes 5.5 min and 19 GB RSS
+    .venv/bin/python bench/atlas.py report                   # "## Atlas scale: 100M-cell minified store"
 
 The store is an .h5ad in anndata's on-disk layout: obs (cell names, categorical ``plate`` and ``group``,
 ``observed_lib_size``, ``pybridge_log_normalizer``), obsm ``scvi_latent_qzm``/``scvi_latent_qzv`` (float32,
@@ -24,6 +26,7 @@ with its own library size.
 
 Timed operations run under ``flock /tmp/pybridge-bench.lock`` with OMP_NUM_THREADS=2, one fresh process each
 (peak RSS = that process's VmHWM, through bench/peak_rss.py); scvi-tools 1.4.2 runs from bench/.venv-scvi.
+``measure --ops decode_1gene_all`` (without ``--cold``) right after the cold run gives the warm-cache decode.
 """
 
 from __future__ import annotations
@@ -512,7 +515,7 @@ def measure(ops: list[str], store: Path, opener: str, threads: int, timeout: flo
         if cold and op in STORE_OPS:
             evict(store)
         cached = page_cache_bytes(store) if store.exists() else None
-        print(f"{op}: {' '.join(command)}", flush=True)
+        print(f"{op} ({OPERATIONS[op][1]}): {' '.join(command)}", flush=True)
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True, start_new_session=True)
         try:
             stdout, _ = process.communicate(timeout=timeout)
