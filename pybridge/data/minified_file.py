@@ -102,9 +102,7 @@ class LazyObs:
         return len(range(self._file.n_obs)[self._rows]) if isinstance(self._rows, slice) else len(self._rows)
 
     def __getitem__(self, key: str) -> pd.Series:
-        if key not in self:
-            raise KeyError(key)
-        return _Column(self._file._root["obs"][key], key).read(self._rows)
+        return self._file._column(key).read(self._rows)
 
     @property
     def index(self) -> pd.Index:
@@ -179,6 +177,15 @@ class MinifiedFile:
         self.obs = LazyObs(self)
         self.obsm = _Obsm(self._root)
         self._obs_names: pd.Index | None = None
+        self._columns: dict[str, _Column] = {}
+
+    def _column(self, key: str) -> _Column:
+        """The obs column ``key``, its encoding and categories read once."""
+        if key not in self._columns:
+            if key not in self._obs_columns:
+                raise KeyError(key)
+            self._columns[key] = _Column(self._root["obs"][key], key)
+        return self._columns[key]
 
     @property
     def var_names(self) -> pd.Index:
