@@ -221,8 +221,8 @@ class DestVI(BaseModel):
         ``batch_size=None`` uses min(128, max(4, n_spots // 10)): with minibatches close to the number of spots
         DestVI takes too few gradient steps and under-fits (scvi-tools blog, 2022; the batch-size comparison is in
         bench/RESULTS.md). The schedule is set in optimizer steps: ``max_epochs=None`` trains for
-        ``max_steps`` steps (default 20,000, what the reference's 2,000 epochs give up to 1,280 spots), at most
-        2,000 epochs, so a Visium HD slide of 100,000 spots takes 26 epochs rather than 2,000.
+        exactly ``max_steps`` optimizer steps (default 20,000, what the reference's 2,000 epochs give up to 1,280
+        spots), in at most 2,000 epochs, so a Visium HD slide of 100,000 spots takes 26 epochs rather than 2,000.
         ``n_epochs_kl_warmup=None`` warms the prior up over the first 10 % of the epochs (the reference's 200 of
         2,000); 0 switches the warm-up off. lr is the reference's 3e-3.
         """
@@ -238,7 +238,9 @@ class DestVI(BaseModel):
         if max_steps is not None and (int(max_steps) != max_steps or max_steps < 1):
             raise PybridgeError(f"DestVI.train: max_steps must be a whole number >= 1, got {max_steps!r}")
         if max_epochs is None:
-            max_epochs = default_max_epochs(n_spots, batch_size, int(max_steps or DEFAULT_MAX_STEPS))
+            steps = int(max_steps or DEFAULT_MAX_STEPS)
+            max_epochs = default_max_epochs(n_spots, batch_size, steps)
+            kwargs["max_steps"] = steps  # the trainer stops at that step, within the last epoch
         elif max_steps is not None:
             raise PybridgeError(
                 f"DestVI.train: pass max_epochs ({max_epochs}) or max_steps ({max_steps}), not both"

@@ -54,3 +54,28 @@ def zeisel_cortex():
     import pybridge
 
     return pybridge.datasets.cortex()
+
+
+def counting_adam(make_adam, counted: list[int]):
+    """``make_adam`` whose optimizers append 1 to ``counted`` at every step."""
+    def make(*args, **kwargs):
+        optimizer = make_adam(*args, **kwargs)
+        step = optimizer.step
+
+        def counted_step(*a, **k):
+            counted.append(1)
+            return step(*a, **k)
+
+        optimizer.step = counted_step
+        return optimizer
+    return make
+
+
+@pytest.fixture
+def optimizer_steps(monkeypatch) -> list[int]:
+    """One entry per optimizer step that training takes while the test runs."""
+    from pybridge.train import trainer
+
+    counted: list[int] = []
+    monkeypatch.setattr(trainer, "make_adam", counting_adam(trainer.make_adam, counted))
+    return counted

@@ -108,7 +108,7 @@ def test_batch_size_rule_and_small_data_warning(trained):
         model.train(max_epochs=1, progress=False)
 
 
-def test_schedule_is_set_in_optimizer_steps(trained):
+def test_schedule_is_set_in_optimizer_steps(trained, optimizer_steps):
     # 20,000 steps: 2,000 epochs of 10 minibatches up to 1,280 spots, fewer epochs beyond
     sizes = (60, 1280, 2000, 100_000)
     assert [default_max_epochs(n, default_batch_size(n)) for n in sizes] == [2000, 2000, 1250, 26]
@@ -118,6 +118,7 @@ def test_schedule_is_set_in_optimizer_steps(trained):
     seen = []
     model.train(max_steps=25, batch_size=10, progress=lambda epoch, total, record: seen.append((total, record)))
     assert len(seen) == -(-25 // -(-spots.n_obs // 10)) == seen[0][0]
+    assert len(optimizer_steps) == 25  # exactly, the last epoch stopped short
     assert seen[0][1]["kl_weight"] == 0.0 and seen[-1][1]["kl_weight"] == 1.0  # warm-up over 10 % of epochs
     with pytest.raises(PybridgeError, match="max_epochs .* or max_steps"):
         model.train(max_epochs=2, max_steps=10)

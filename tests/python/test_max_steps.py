@@ -14,32 +14,9 @@ from conftest import simulate_counts
 import pybridge
 from pybridge.data.disk import open_backed
 from pybridge.errors import PybridgeError
-from pybridge.train import trainer as trainer_module
 
 ROOT = Path(__file__).resolve().parents[2]
 N_CELLS, BATCH = 300, 64  # 270 training cells: 5 minibatches per epoch (the last one of 14 cells)
-
-
-def _counting(make_adam, counted: list[int]):
-    """``make_adam`` whose optimizers append 1 to ``counted`` at every step."""
-    def make(*args, **kwargs):
-        optimizer = make_adam(*args, **kwargs)
-        step = optimizer.step
-
-        def counted_step(*a, **k):
-            counted.append(1)
-            return step(*a, **k)
-
-        optimizer.step = counted_step
-        return optimizer
-    return make
-
-
-@pytest.fixture
-def steps(monkeypatch) -> list[int]:
-    counted: list[int] = []
-    monkeypatch.setattr(trainer_module, "make_adam", _counting(trainer_module.make_adam, counted))
-    return counted
 
 
 @pytest.fixture(scope="module")
@@ -60,27 +37,27 @@ def _in_memory():
 
 
 @pytest.mark.parametrize("source", ["memory", "disk"])
-def test_training_stops_after_max_steps_mid_epoch(steps, h5ad, source):
+def test_training_stops_after_max_steps_mid_epoch(optimizer_steps, h5ad, source):
     adata = _in_memory() if source == "memory" else open_backed(h5ad, buffer_cells=100, chunk_cells=20)
     model = _model(adata)
     model.train(max_epochs=10, max_steps=12, batch_size=BATCH, accelerator="cpu", progress=False)
-    assert len(steps) == 12
+    assert len(optimizer_steps) == 12
     assert len(model.history["elbo_train"]) == 3  # 5 + 5 + the 2 steps of the third epoch
     assert len(model.history["elbo_validation"]) == 3 and model.is_trained
 
 
-def test_max_epochs_stops_first_when_it_comes_first(steps):
+def test_max_epochs_stops_first_when_it_comes_first(optimizer_steps):
     model = _model(_in_memory())
     model.train(max_epochs=2, max_steps=1000, batch_size=BATCH, accelerator="cpu", progress=False)
-    assert len(steps) == 10 and len(model.history["elbo_train"]) == 2
+    assert len(optimizer_steps) == 10 and len(model.history["elbo_train"]) == 2
 
 
-def test_max_steps_at_an_epoch_boundary_and_lightnings_no_limit(steps):
+def test_max_steps_at_an_epoch_boundary_and_lightnings_no_limit(optimizer_steps):
     model = _model(_in_memory())
     model.train(max_epochs=4, max_steps=5, batch_size=BATCH, accelerator="cpu", progress=False)
-    assert len(steps) == 5 and len(model.history["elbo_train"]) == 1
+    assert len(optimizer_steps) == 5 and len(model.history["elbo_train"]) == 1
     model.train(max_epochs=1, max_steps=-1, batch_size=BATCH, accelerator="cpu", progress=False)
-    assert len(steps) == 10 and len(model.history["elbo_train"]) == 2  # counted per train() call
+    assert len(optimizer_steps) == 10 and len(model.history["elbo_train"]) == 2  # counted per train() call
 
 
 @pytest.mark.parametrize("value", [0, 2.5, -3])
@@ -95,12 +72,12 @@ DDP_SCRIPT = """
 import json, sys
 sys.path.insert(0, sys.argv[3])
 import torch
-from test_max_steps import _counting
+from conftest import counting_adam
 import pybridge
 from pybridge.data.disk import open_backed
 from pybridge.train import distributed, trainer
 counted = []
-trainer.make_adam = _counting(trainer.make_adam, counted)
+trainer.make_adam = counting_adam(trainer.make_adam, counted)
 adata = open_backed(sys.argv[1], buffer_cells=60, chunk_cells=20)
 model = pybridge.SCVI(adata, n_hidden=16, n_latent=3)
 model.train(max_epochs=10, max_steps=7, batch_size=64, accelerator="cpu", progress=False, strategy="ddp")
