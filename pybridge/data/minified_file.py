@@ -3,8 +3,8 @@
 :class:`MinifiedFile` (opened by :func:`pybridge.data.minified.open_minified`) reads uns, var and the names
 of obs columns; posteriors, library sizes, obs columns and cell names are read only for the rows a call asks
 for, in spans of at most ``MAX_SPAN`` rows, so that memory follows the chunk size rather than the number of
-cells. A :class:`MinifiedFile` stands in for the AnnData in
-``SCVI.load(dir, adata=...)``, ``model.decode``, the output methods and ``model.differential_expression``.
+cells. A :class:`MinifiedFile` stands in for the AnnData in ``SCVI.load(dir, adata=...)``, ``model.decode``,
+the output methods and ``model.differential_expression``.
 """
 
 from __future__ import annotations
