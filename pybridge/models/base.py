@@ -178,7 +178,8 @@ class BaseModel:
         without an improvement larger than ``early_stopping_min_delta``, counted once ``early_stopping_warmup_epochs``
         have passed. scvi-tools' keywords (``enable_progress_bar``, ``check_val_every_n_epoch``, ``devices``,
         ``plan_kwargs={"lr": ...}``) are mapped onto these; the ones without a counterpart are refused by name
-        (:mod:`pybridge.train.options`).
+        (:mod:`pybridge.train.options`). Lightning's ``max_steps=N`` stops after N optimizer steps, within an
+        epoch if need be (that partial epoch is recorded in the history like the others).
 
         ``strategy="auto"`` trains data-parallel when the process was launched by torchrun and in this process
         otherwise (``"ddp"`` / ``"single"`` force one or the other); both run the same loop, checks, early
