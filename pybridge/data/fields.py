@@ -117,9 +117,24 @@ def _codes(values: pd.Series, categories: list[str], key: str, role: str) -> np.
     return codes
 
 
+def obs_rows(adata: AnnData, rows, keys: list[str]):
+    """``adata.obs`` narrowed to ``rows`` (None: all); an in-memory obs copies only the ``keys`` columns it has.
+
+    Per-chunk reads then cost the same however many other columns obs holds. A lazy obs (on-disk minified
+    store) narrows its rows without reading and reads a column when it is asked for.
+    """
+    obs = adata.obs
+    if rows is None:
+        return obs
+    if isinstance(obs, pd.DataFrame):
+        return obs.iloc[rows, obs.columns.get_indexer([k for k in dict.fromkeys(keys) if k in obs])]
+    return obs.iloc[rows]
+
+
 def covariate_arrays(adata: AnnData, reg: Registry, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Integer codes for batch, labels and categorical covariates, floats for continuous covariates."""
-    obs = adata.obs if rows is None else adata.obs.iloc[rows]
+    keys = [reg.batch_key, reg.labels_key, *reg.categorical_covariate_keys, *reg.continuous_covariate_keys]
+    obs = obs_rows(adata, rows, [k for k in keys if k is not None])
     n = len(obs)
     out: dict[str, np.ndarray] = {
         "batch": np.zeros(n, np.int64)

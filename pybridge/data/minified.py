@@ -24,7 +24,7 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
-from pybridge.data.fields import covariate_arrays
+from pybridge.data.fields import covariate_arrays, obs_rows
 from pybridge.data.minified_file import MinifiedFile, read_rows
 from pybridge.data.registry import Registry
 from pybridge.errors import PybridgeError
@@ -61,12 +61,12 @@ def minified_keys(adata: AnnData) -> dict[str, str]:
     return keys
 
 
-def check_minified(adata: AnnData) -> None:
-    """Refuse a minified AnnData that lacks one of the fields decoding reads."""
+def check_minified(adata: AnnData) -> dict[str, str]:
+    """Refuse a minified AnnData that lacks one of the fields decoding reads; return their keys."""
     kind = adata.uns.get(MINIFY_TYPE_KEY)
     if kind not in (MINIFY_TYPE, "latent_posterior_parameters_with_counts"):
         raise PybridgeError(f"uns[{MINIFY_TYPE_KEY!r}] is {kind!r}; only {MINIFY_TYPE!r} minified data is supported")
-    minified_keys(adata)
+    return minified_keys(adata)
 
 
 def open_minified(path: str | os.PathLike) -> MinifiedFile:
@@ -162,9 +162,8 @@ class MinifiedCells:
         self, adata, registry: Registry, rows: np.ndarray | None = None, log_normalizer: bool = True,
         variance: bool = True,
     ):
-        check_minified(adata)
+        self.keys = check_minified(adata)
         self.adata, self.registry, self.rows, self.variance = adata, registry, rows, variance
-        self.keys = minified_keys(adata)
         self.use_log_normalizer = log_normalizer and LOG_NORMALIZER_KEY in adata.obs
 
     def __len__(self) -> int:
@@ -178,7 +177,7 @@ class MinifiedCells:
             rows = self.rows[rows]
         elif isinstance(rows, slice):
             rows = slice(*rows.indices(self.adata.n_obs))
-        obs = self.adata.obs.iloc[rows]
+        obs = obs_rows(self.adata, rows, [self.keys["library"], LOG_NORMALIZER_KEY])
         library = np.asarray(obs[self.keys["library"]].to_numpy(), dtype=np.float32)
         bad = np.flatnonzero(~(np.isfinite(library) & (library > 0)))
         if bad.size:
@@ -198,7 +197,7 @@ class MinifiedStore:
     """A minibatch source over minified data: batches carry ``qz_m``/``qz_v``/``library``, no ``X``, and are
     read from the data one minibatch at a time."""
 
-    def __init__(self, cells: MinifiedCells | LatentCells, device: torch.device, positions: np.ndarray | None = None):
+    def __init__(self, cells: MinifiedCells, device: torch.device, positions: np.ndarray | None = None):
         self.cells = cells
         self.device = torch.device(device)
         self.positions = None if positions is None else np.asarray(positions, np.int64)
