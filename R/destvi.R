@@ -1,8 +1,9 @@
 # Spatial deconvolution with DestVI (CondSCVI on a labelled reference, DestVI on the spots).
 
 .DESTVI_INTEGER_ARGS <- c("sc_max_epochs", "st_max_epochs", "st_max_steps", "batch_size", "vamp_prior_p", "n_latent",
-                          "seed")
-.DESTVI_ARGS <- c(.DESTVI_INTEGER_ARGS, "lr", "amortization", "l1_reg", "augmentation_weight", "weight_obs",
+                          "n_models", "seed")
+.DESTVI_ARGS <- c(.DESTVI_INTEGER_ARGS, "lr", "amortization", "l1_reg", "augmentation_weight", "cells_per_spot",
+                  "weight_obs",
                   "cell_fractions", "accelerator", "progress")
 
 .destviArgs <- function(args) {
@@ -132,13 +133,20 @@
 #' * `l1_reg` (0): L1 penalty on the proportions; larger values give fewer
 #'   cell types per spot.
 #' * `augmentation_weight` (`NULL`): weight of a supervision by synthetic
-#'   spots. At each step, synthetic spots with known compositions (drawn
-#'   from a Dirichlet distribution with concentration 0.1) are simulated from
-#'   the model, and the proportion network is also trained to recover their
+#'   spots. At each step, synthetic spots with known compositions are made by
+#'   summing random reference cells (at most 500 per cell type are kept for
+#'   it), and the proportion network is also trained to recover their
 #'   compositions, which keeps similar cell types from being exchanged.
 #'   `NULL`: 1000 when the proportions come from a network (`amortization`
 #'   `"both"` or `"proportion"`), else 0; `0` gives the objective of the
 #'   DestVI paper; it must be 0 with `amortization` `"latent"` or `"none"`.
+#' * `cells_per_spot` (5): the expected number of cells in a spot (like
+#'   cell2location's `N_cells_per_location`); each synthetic spot holds
+#'   1 + Poisson(`cells_per_spot` - 1) reference cells.
+#' * `n_models` (1): the number of DestVI models trained on the same CondSCVI
+#'   (seeds `seed`, `seed + 1`, ...); the proportions and states stored are
+#'   the mean of theirs. An ensemble of 5 has lower error than one model
+#'   (bench/RESULTS.md) and takes 5 times the DestVI training time.
 #' * `cell_fractions` (`FALSE`): what a proportion is. `FALSE` (as in the
 #'   paper and scvi-tools): the cell type's share of the spot's expression
 #'   (its counts). `TRUE`: its share of the spot's cells, estimated by
@@ -165,8 +173,8 @@
 #' @param ... Model and training arguments, named, with the defaults given
 #'   in the section Arguments in `...`: `sc_max_epochs`, `st_max_epochs`,
 #'   `batch_size`, `lr`, `n_latent`, `weight_obs`, `vamp_prior_p`,
-#'   `amortization`, `l1_reg`, `augmentation_weight`, `cell_fractions`,
-#'   `accelerator`, `seed`, `progress`.
+#'   `amortization`, `l1_reg`, `augmentation_weight`, `cells_per_spot`,
+#'   `n_models`, `cell_fractions`, `accelerator`, `seed`, `progress`.
 #' @return `spots`, with nothing changed but the following added.
 #'
 #' A SingleCellExperiment gets the alternative experiment

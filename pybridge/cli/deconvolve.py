@@ -45,6 +45,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--augmentation-weight", type=float, default=None,
                    help="weight of the synthetic-spot supervision of the proportion network (default 1000 with "
                    "amortized proportions; 0 = the DestVI paper's objective)")
+    p.add_argument("--cells-per-spot", type=float, default=5.0,
+                   help="expected number of cells in a spot; the synthetic spots of the supervision hold "
+                   "1 + Poisson(N - 1) reference cells (default 5)")
+    p.add_argument("--n-models", type=int, default=1,
+                   help="train this many DestVI models (seeds SEED, SEED+1, ...) and report the mean of their "
+                   "proportions: lower error, N times the DestVI time (default 1)")
     p.add_argument("--cell-fractions", action="store_true",
                    help="report shares of cells (weights divided by each type's mean reference library) instead "
                    "of shares of expression")
@@ -96,6 +102,10 @@ def _write_plot(spots: AnnData, args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pybridge.deconvolution.pipeline import run_destvi
+    if args.model_dir and args.n_models != 1:
+        raise PybridgeError(
+            f"--model-dir saves one DestVI model, but --n-models {args.n_models} trains several; drop one of them"
+        )
     refuse_existing(args.overwrite, args.output, args.plot, args.model_dir,
                     args.model_dir and str(Path(args.model_dir)) + "_sc")
 
@@ -107,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
         reference_layer=args.reference_layer, sc_max_epochs=args.sc_max_epochs, st_max_epochs=args.st_max_epochs,
         st_max_steps=args.st_max_steps,
         batch_size=args.batch_size, lr=args.lr, vamp_prior_p=args.vamp_prior_p, amortization=args.amortization,
-        l1_reg=args.l1_reg, augmentation_weight=args.augmentation_weight, weight_obs=args.weight_obs,
+        l1_reg=args.l1_reg, augmentation_weight=args.augmentation_weight,
+        cells_per_spot=args.cells_per_spot, n_models=args.n_models, weight_obs=args.weight_obs,
         cell_fractions=args.cell_fractions, accelerator=args.accelerator, seed=args.seed,
         progress=False if args.no_progress else None,
     )

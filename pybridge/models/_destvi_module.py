@@ -11,13 +11,18 @@ With ``amortization`` "both" / "latent" / "proportion", gamma and/or v come from
 otherwise they are free per-spot parameters.
 
 Synthetic-spot supervision (when v comes from a network and ``augmentation_weight`` > 0): every step also
-draws as many synthetic spots as the minibatch holds from the model itself, with compositions
-w ~ Dirichlet(``augmentation_concentration``), states gamma from the prior, the minibatch's libraries and NB
-counts, and adds ``augmentation_weight`` x the cross-entropy between w and the proportions the network reads
-from those counts. The reconstruction alone leaves similar types interchangeable (gamma can move one type's
+builds as many synthetic spots as the minibatch holds, with known compositions, and adds
+``augmentation_weight`` x the cross-entropy between each composition and the proportions the network reads
+from its counts. The reconstruction alone leaves similar types interchangeable (gamma can move one type's
 profile towards another's); the synthetic spots tie the proportion network to compositions it can verify.
-scvi-tools 1.4's DestVI also trains its proportion encoder on simulated spots; this is a simpler variant of
-that idea (bench/RESULTS.md compares both).
+Two sources (``augmentation_source``):
+  * "reference" (default): sums of real reference cells, kept in the module (``mixture_counts``, at most
+    ``MIXTURE_CELLS_PER_TYPE`` per type). A spot takes 1 + Poisson(``cells_per_spot`` - 1) cells, whose types
+    are drawn from type probabilities ~ Dirichlet(``augmentation_concentration``); its composition is each
+    type's share of the summed counts, and the sum is thinned to the minibatch spot's library when larger.
+  * "model": drawn from the model itself: compositions w ~ Dirichlet(``augmentation_concentration``), states
+    gamma from the prior, the minibatch's libraries and NB counts (the model's gene-wise bias beta included).
+scvi-tools 1.4's DestVI also trains its proportion encoder on simulated spots; bench/RESULTS.md compares them.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ from pybridge.nn.loss import LossOutput
 
 Amortization = Literal["both", "latent", "proportion", "none"]
 AMORTIZATIONS = ("both", "latent", "proportion", "none")
+AugmentationSource = Literal["reference", "model"]
+AUGMENTATION_SOURCES = ("reference", "model")
+MIXTURE_CELLS_PER_TYPE = 500
 
 
 def _amortization_net(n_in: int, n_out: int, n_hidden: int, dropout_rate: float) -> nn.Sequential:
@@ -66,6 +74,9 @@ class DestVIModule(nn.Module):
         dropout_amortization: float = 0.05,
         augmentation_weight: float = 0.0,
         augmentation_concentration: float = 0.1,
+        augmentation_source: AugmentationSource = "model",
+        cells_per_spot: float = 5.0,
+        n_mixture_cells: int = 0,
     ):
         super().__init__()
         self.n_spots, self.n_labels, self.n_genes = n_spots, n_labels, n_genes
@@ -74,6 +85,12 @@ class DestVIModule(nn.Module):
         self.l1_reg, self.beta_reg, self.eta_reg = l1_reg, beta_reg, eta_reg
         self.augmentation_weight = augmentation_weight
         self.augmentation_concentration = augmentation_concentration
+        self.augmentation_source, self.cells_per_spot = augmentation_source, cells_per_spot
+        # reference cells for "reference" synthetic spots, sorted by type (set_mixture_cells); saved with the
+        # model when there are any (model files without them, e.g. of the "model" source, still load)
+        saved = n_mixture_cells > 0
+        self.register_buffer("mixture_counts", torch.zeros(n_mixture_cells, n_genes), persistent=saved)
+        self.register_buffer("mixture_labels", torch.zeros(n_mixture_cells, dtype=torch.long), persistent=saved)
         self.decoder = cell_type_decoder(n_latent, n_labels, n_layers, n_hidden)
         self.px_decoder = nn.Sequential(nn.Linear(n_hidden, n_genes), nn.Softplus())
         for param in [*self.decoder.parameters(), *self.px_decoder.parameters()]:
@@ -153,12 +170,44 @@ class DestVIModule(nn.Module):
         return mean + var.sqrt() * torch.randn_like(mean)
 
     @torch.no_grad()
-    def synthetic_spots(self, library: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """NB counts of spots with random compositions and prior states, one per entry of ``library`` [n, 1].
+    def set_mixture_cells(self, counts: torch.Tensor, labels: torch.Tensor) -> None:
+        """Keep the reference cells that "reference" synthetic spots are summed from (any order)."""
+        order = torch.argsort(labels, stable=True)
+        self.mixture_counts.copy_(counts[order])
+        self.mixture_labels.copy_(labels[order])
 
-        Returns (counts [n, genes], compositions [n, n_labels]); a composition is the share of the spot's
-        expected counts from each type, i.e. the target of :meth:`get_proportions`.
+    @torch.no_grad()
+    def synthetic_spots(self, library: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Counts of spots with known compositions, one per entry of ``library`` [n, 1].
+
+        Returns (counts [n, genes], compositions [n, n_labels]); a composition is each type's share of the
+        spot's counts (expected counts for the "model" source), i.e. the target of :meth:`get_proportions`.
         """
+        if self.augmentation_source == "reference":
+            return self._reference_spots(library)
+        return self._model_spots(library)
+
+    def _reference_spots(self, library: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, device = library.shape[0], library.device
+        concentration = torch.full((self.n_labels,), self.augmentation_concentration, device=device)
+        type_probability = torch.distributions.Dirichlet(concentration).sample((n,))
+        # 1 + Poisson(cells_per_spot - 1) cells, capped on the host side so that no step reads a device value
+        most = 1 + int(self.cells_per_spot + 4 * self.cells_per_spot**0.5)
+        n_cells = 1 + torch.poisson(torch.full((n,), self.cells_per_spot - 1.0, device=device)).clamp(max=most - 1)
+        cell_type = torch.multinomial(type_probability, most, replacement=True)  # n, most
+        sizes = torch.bincount(self.mixture_labels, minlength=self.n_labels)
+        starts = torch.cumsum(sizes, 0) - sizes
+        cell = starts[cell_type] + (torch.rand(n, most, device=device) * sizes[cell_type]).long()
+        kept = (torch.arange(most, device=device)[None, :] < n_cells[:, None]).float()
+        cells = self.mixture_counts[cell] * kept[:, :, None]  # n, most, genes
+        counts = cells.sum(1)
+        composition = torch.zeros(n, self.n_labels, device=device).scatter_add_(1, cell_type, cells.sum(2))
+        total = counts.sum(1, keepdim=True).clamp_min(1.0)
+        composition = composition / total
+        keep_share = (library / total).clamp(max=1.0).expand_as(counts)
+        return torch.binomial(counts, keep_share), composition
+
+    def _model_spots(self, library: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = library.shape[0]
         concentration = torch.full((self.n_labels,), self.augmentation_concentration, device=library.device)
         composition = torch.distributions.Dirichlet(concentration).sample((n,))

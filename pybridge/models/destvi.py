@@ -15,7 +15,14 @@ from pybridge.data.minified import require_counts
 from pybridge.data.registry import SETUP_KEY, Registry, registry_of
 from pybridge.data.setup import setup_anndata as register_anndata
 from pybridge.errors import PybridgeError
-from pybridge.models._destvi_module import AMORTIZATIONS, Amortization, DestVIModule
+from pybridge.models._destvi_module import (
+    AMORTIZATIONS,
+    AUGMENTATION_SOURCES,
+    MIXTURE_CELLS_PER_TYPE,
+    Amortization,
+    AugmentationSource,
+    DestVIModule,
+)
 from pybridge.models.base import BaseModel
 from pybridge.models.condscvi import CondSCVI
 from pybridge.train.trainer import EpochCallback
@@ -25,6 +32,7 @@ MIN_RELIABLE_SPOTS = 50
 MAX_BATCH_SIZE = 128
 MIN_BATCH_SIZE = 4
 DEFAULT_AUGMENTATION_WEIGHT = 1000.0
+DEFAULT_CONCENTRATION = {"reference": 0.05, "model": 0.1}
 DEFAULT_MAX_STEPS = 20_000
 MAX_DEFAULT_EPOCHS = 2000
 KL_WARMUP_SHARE = 0.1
@@ -74,9 +82,15 @@ class DestVI(BaseModel):
 
     ``augmentation_weight`` (default 1000 when the proportions come from a network, amortization "both" or
     "proportion"; it must be 0 otherwise) adds the synthetic-spot supervision of
-    :mod:`pybridge.models._destvi_module`, with compositions drawn from Dirichlet(``augmentation_concentration``).
-    0 gives the objective of the DestVI paper, which fits similar types interchangeably (it trails NNLS on
-    pseudo-spots of similar types; bench/RESULTS.md has the numbers).
+    :mod:`pybridge.models._destvi_module`. 0 gives the objective of the DestVI paper, which fits similar types
+    interchangeably (it trails NNLS on pseudo-spots of similar types; bench/RESULTS.md has the numbers).
+    ``augmentation_source="reference"`` (default) sums real reference cells: each synthetic spot holds
+    1 + Poisson(``cells_per_spot`` - 1) cells (default 5; like cell2location's ``N_cells_per_location``, the
+    expected number of cells per spot), of types drawn from probabilities ~ Dirichlet(``augmentation_concentration``,
+    default 0.05). The model keeps at most 500 random reference cells per type for it (saved with the model:
+    500 x types x genes x 4 bytes at most, 40 MB for 10 types and 2,000 genes).
+    ``"model"`` draws the synthetic spots from the model itself, with compositions ~ Dirichlet(
+    ``augmentation_concentration``, default 0.1), as earlier pybridge versions did.
     """
 
     _data_parallel = False  # per-spot parameters
@@ -92,7 +106,9 @@ class DestVI(BaseModel):
         eta_reg: float = 1e-4,
         dropout_amortization: float = 0.05,
         augmentation_weight: float | None = None,
-        augmentation_concentration: float = 0.1,
+        augmentation_concentration: float | None = None,
+        augmentation_source: AugmentationSource = "reference",
+        cells_per_spot: float = 5.0,
     ):
         if not isinstance(sc_model, CondSCVI):
             raise PybridgeError(
@@ -116,7 +132,9 @@ class DestVI(BaseModel):
             )
         if amortization not in AMORTIZATIONS:
             raise PybridgeError(f"amortization must be one of {AMORTIZATIONS}, got {amortization!r}")
-        augmentation_weight = _resolve_augmentation(augmentation_weight, augmentation_concentration, amortization)
+        augmentation_weight, augmentation_concentration = resolve_augmentation(
+            augmentation_weight, augmentation_concentration, amortization, augmentation_source, cells_per_spot
+        )
         if SETUP_KEY not in st_adata.uns:
             register_anndata(st_adata)
         st_registry = registry_of(st_adata)
@@ -135,7 +153,12 @@ class DestVI(BaseModel):
             "amortization": amortization, "l1_reg": l1_reg, "beta_reg": beta_reg, "eta_reg": eta_reg,
             "dropout_amortization": dropout_amortization, "augmentation_weight": augmentation_weight,
             "augmentation_concentration": augmentation_concentration,
+            "augmentation_source": augmentation_source, "cells_per_spot": float(cells_per_spot),
         }
+        mixture = None
+        if augmentation_weight > 0 and augmentation_source == "reference":
+            mixture = _mixture_cells(sc_model, genes)
+            self._init_params["n_mixture_cells"] = len(mixture[1])
         self._init_module(registry, **self._init_params)
         position = torch.as_tensor(pd.Index(sc_model.registry.var_names).get_indexer(genes))
         with torch.no_grad():
@@ -148,6 +171,8 @@ class DestVI(BaseModel):
                 self.module.mean_vprior.copy_(torch.as_tensor(prior_mean))
                 self.module.var_vprior.copy_(torch.as_tensor(prior_var))
                 self.module.mp_vprior.copy_(torch.as_tensor(prior_weight))
+            if mixture is not None:
+                self.module.set_mixture_cells(*mixture)
         self.module.to(self.device)
 
     @classmethod
@@ -164,8 +189,8 @@ class DestVI(BaseModel):
     ) -> DestVI:
         """DestVI for ``st_adata`` on top of a trained CondSCVI (scvi-tools API); uses the shared genes.
 
-        Other keywords (``dropout_amortization``, ``augmentation_weight``, ``augmentation_concentration``) go to
-        :class:`DestVI`.
+        Other keywords (``dropout_amortization``, ``augmentation_weight``, ``augmentation_concentration``,
+        ``augmentation_source``, ``cells_per_spot``) go to :class:`DestVI`.
         """
         return cls(
             st_adata, sc_model, vamp_prior_p=vamp_prior_p, amortization=amortization, l1_reg=l1_reg,
@@ -186,6 +211,7 @@ class DestVI(BaseModel):
         reference_library: list[float] | None = None, **params,
     ) -> DestVIModule:
         n_labels, n_latent = len(cell_types), params["n_latent"]
+        params.setdefault("augmentation_source", "model")  # model files written before the "reference" source
         prior = {}
         if vamp_prior_p is not None:
             prior = {
@@ -308,13 +334,25 @@ class DestVI(BaseModel):
         return pd.DataFrame(values, index=self._spot_names(indices), columns=self.registry.var_names)
 
 
-def _resolve_augmentation(weight: float | None, concentration: float, amortization: str) -> float:
-    """The synthetic-spot weight: the default for amortized proportions, 0 for free ones; checks the values."""
+def resolve_augmentation(
+    weight: float | None, concentration: float | None, amortization: str, source: str, cells_per_spot: float
+) -> tuple[float, float]:
+    """The synthetic-spot weight (the default for amortized proportions, 0 for free ones) and concentration
+    (the source's default); checks the values."""
+    if source not in AUGMENTATION_SOURCES:
+        raise PybridgeError(f"augmentation_source must be one of {AUGMENTATION_SOURCES}, got {source!r}")
+    if concentration is None:
+        concentration = DEFAULT_CONCENTRATION[source]
     if not np.isfinite(concentration) or concentration <= 0:
         raise PybridgeError(f"augmentation_concentration must be > 0, got {concentration!r}")
+    number = isinstance(cells_per_spot, (int, float, np.number)) and not isinstance(cells_per_spot, bool)
+    if not number or not np.isfinite(cells_per_spot) or cells_per_spot < 1:
+        raise PybridgeError(
+            f"cells_per_spot must be a number >= 1 (the expected number of cells in a spot), got {cells_per_spot!r}"
+        )
     amortized = amortization in ("both", "proportion")
     if weight is None:
-        return DEFAULT_AUGMENTATION_WEIGHT if amortized else 0.0
+        return (DEFAULT_AUGMENTATION_WEIGHT if amortized else 0.0), float(concentration)
     if not np.isfinite(weight) or weight < 0:
         raise PybridgeError(f"augmentation_weight must be a finite number >= 0, got {weight!r}")
     if weight > 0 and not amortized:
@@ -322,7 +360,21 @@ def _resolve_augmentation(weight: float | None, concentration: float, amortizati
             f"augmentation_weight={weight} needs proportions from a network (amortization 'both' or "
             f"'proportion'); with amortization={amortization!r} pass augmentation_weight=0"
         )
-    return float(weight)
+    return float(weight), float(concentration)
+
+
+def _mixture_cells(sc_model: CondSCVI, genes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Counts over ``genes`` and type codes of at most ``MIXTURE_CELLS_PER_TYPE`` random reference cells per
+    type (a fixed draw), for the "reference" synthetic spots."""
+    codes = covariate_arrays(sc_model.adata, sc_model.registry)["labels"]
+    rng = np.random.default_rng(0)
+    rows = np.sort(np.concatenate([
+        rng.permutation(np.flatnonzero(codes == k))[:MIXTURE_CELLS_PER_TYPE] for k in range(sc_model.registry.n_labels)
+    ]))
+    position = pd.Index(sc_model.registry.var_names).get_indexer(genes)
+    counts = aligned_counts(sc_model.adata, sc_model.registry, rows)[:, position]
+    dense = counts.toarray() if hasattr(counts, "toarray") else np.asarray(counts)
+    return torch.as_tensor(dense, dtype=torch.float32), torch.as_tensor(codes[rows], dtype=torch.long)
 
 
 def _mean_library_per_type(sc_model: CondSCVI, genes: list[str]) -> list[float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import anndata as ad
@@ -15,6 +16,7 @@ import pybridge
 from pybridge import CondSCVI, DestVI
 from pybridge.cli.main import main as cli_main
 from pybridge.deconvolution import deconvolution_metrics, summarize_metrics
+from pybridge.deconvolution.pipeline import run_destvi
 from pybridge.deconvolution.simulate import pseudo_spots
 from pybridge.errors import PybridgeError
 from pybridge.models.destvi import default_batch_size, default_max_epochs
@@ -94,6 +96,9 @@ def test_save_load_round_trip(trained, tmp_path):
     sc_model.save(tmp_path / "condscvi")
     loaded = DestVI.load(tmp_path / "destvi", adata=spots, accelerator="cpu")
     pd.testing.assert_frame_equal(loaded.get_proportions(), st_model.get_proportions(), atol=1e-6, rtol=1e-5)
+    # the reference cells of the synthetic spots travel with the model, so training can go on after a load
+    assert torch.equal(loaded.module.mixture_counts, st_model.module.mixture_counts)
+    assert torch.equal(loaded.module.mixture_labels, st_model.module.mixture_labels)
     sc_loaded = CondSCVI.load(tmp_path / "condscvi", adata=reference, accelerator="cpu")
     np.testing.assert_allclose(sc_loaded.get_latent_representation(), sc_model.get_latent_representation(), atol=1e-5)
 
@@ -224,6 +229,29 @@ def test_cli_deconvolve(cortex_small, tmp_path, capsys):
     assert "look swapped" in capsys.readouterr().err
 
 
+def test_run_destvi_averages_an_ensemble_of_models(cortex_small, tmp_path, capsys):
+    spots, reference = pseudo_spots(cortex_small, "cell_type", n_spots=40, seed=2)
+    with pytest.raises(PybridgeError, match="n_models must be a whole number >= 1"):
+        run_destvi(spots, reference, n_models=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = run_destvi(spots, reference, sc_max_epochs=2, st_max_epochs=3, n_models=2, cell_fractions=True,
+                            accelerator="cpu", progress=False)
+    assert len(result.st_models) == 2
+    each = [m.get_proportions(cell_fractions=True) for m in result.st_models]
+    assert not each[0].equals(each[1])  # seeds 0 and 1
+    pd.testing.assert_frame_equal(result.proportions, (each[0] + each[1]) / 2)
+    gammas = [m.get_gamma() for m in result.st_models]
+    first = result.proportions.columns[0]
+    pd.testing.assert_frame_equal(result.gamma[first], (gammas[0][first] + gammas[1][first]) / 2)
+    with pytest.raises(PybridgeError, match="averages 2 DestVI models"):
+        _ = result.st_model
+    # the CLI refuses to save one model of several before reading anything
+    code = cli_main(["deconvolve", "--reference", "ref.h5ad", "--spots", "spots.h5ad", "--output",
+                     str(tmp_path / "out.h5ad"), "--n-models", "2", "--model-dir", str(tmp_path / "m")])
+    assert code == 2 and "--model-dir saves one DestVI model" in capsys.readouterr().err
+
+
 def test_training_is_seeded(trained):
     spots, _, sc_model, _ = trained
     runs = []
@@ -262,14 +290,63 @@ def test_augmentation_defaults_and_checks(trained):
         DestVI.from_rna_model(spots, sc_model, augmentation_weight=-1.0)
     with pytest.raises(PybridgeError, match="augmentation_concentration must be > 0"):
         DestVI.from_rna_model(spots, sc_model, augmentation_concentration=0.0)
+    with pytest.raises(PybridgeError, match="augmentation_source must be one of"):
+        DestVI.from_rna_model(spots, sc_model, augmentation_source="cells")
+    for bad in (0.5, float("nan"), "5"):
+        with pytest.raises(PybridgeError, match="cells_per_spot must be a number >= 1"):
+            DestVI.from_rna_model(spots, sc_model, cells_per_spot=bad)
 
 
-def test_synthetic_spots_are_counts_with_known_compositions(trained):
+def test_reference_synthetic_spots_are_sums_of_reference_cells(trained):
     module = trained[3].module
+    assert module.augmentation_source == "reference" and module.augmentation_concentration == 0.05
+    n_types = len(trained[3].cell_types)
+    assert 0 < len(module.mixture_labels) <= 500 * n_types
+    torch.manual_seed(0)
+    module.cells_per_spot = 1.0  # one cell per spot: each synthetic spot is one kept reference cell
+    try:
+        counts, composition = module.synthetic_spots(torch.full((50, 1), 1e9))
+    finally:
+        module.cells_per_spot = 5.0
+    assert torch.equal(composition.sum(1), torch.ones(50)) and ((composition == 1).sum(1) == 1).all()
+    for row, share in zip(counts, composition):
+        same_type = module.mixture_counts[module.mixture_labels == share.argmax()]
+        assert (same_type == row).all(1).any()
+    library = torch.tensor([[500.0], [5000.0], [20000.0]]).repeat(200, 1)
+    counts, composition = module.synthetic_spots(library)
+    assert counts.shape == (600, N_GENES) and composition.shape == (600, n_types)
+    assert torch.equal(counts, counts.round()) and counts.min() >= 0
+    torch.testing.assert_close(composition.sum(1), torch.ones(600))
+    totals = counts.sum(1)
+    # binomially thinned to the spot's library when the cells hold more (a few cells hold more than 500)
+    assert (totals <= 1.2 * library[:, 0]).all()
+    assert abs(float(totals[::3].mean()) / 500 - 1) < 0.02
+    # sparse type probabilities (Dirichlet(0.05)): most spots hold one or two types
+    assert ((composition > 0).sum(1) <= 2).float().mean() > 0.7
+
+
+def test_model_files_without_an_augmentation_source_load_as_the_model_source(trained, tmp_path):
+    spots, _, sc_model, _ = trained
+    model = DestVI.from_rna_model(spots, sc_model, augmentation_source="model")
+    model.save(tmp_path / "m")
+    meta_file = tmp_path / "m" / "model.json"
+    meta = json.loads(meta_file.read_text())
+    for key in ("augmentation_source", "cells_per_spot"):  # as written before the "reference" source
+        del meta["init_params"][key]
+    meta_file.write_text(json.dumps(meta))
+    loaded = DestVI.load(tmp_path / "m", adata=spots, accelerator="cpu")
+    assert loaded.module.augmentation_source == "model" and len(loaded.module.mixture_counts) == 0
+    pd.testing.assert_frame_equal(loaded.get_proportions(), model.get_proportions(), atol=1e-6, rtol=1e-5)
+
+
+def test_model_synthetic_spots_are_counts_with_known_compositions(trained):
+    spots, _, sc_model, _ = trained
+    module = DestVI.from_rna_model(spots, sc_model, augmentation_source="model").module
+    assert module.augmentation_concentration == 0.1 and len(module.mixture_counts) == 0
     library = torch.tensor([[500.0], [5000.0], [20000.0]]).repeat(200, 1)
     torch.manual_seed(0)
     counts, composition = module.synthetic_spots(library)
-    assert counts.shape == (600, N_GENES) and composition.shape == (600, len(trained[3].cell_types))
+    assert counts.shape == (600, N_GENES) and composition.shape == (600, module.n_labels)
     assert torch.equal(counts, counts.round()) and counts.min() >= 0
     torch.testing.assert_close(composition.sum(1), torch.ones(600))
     # totals follow the libraries they were drawn for (CondSCVI's scale: library * rho * exp(o) sums to ~library)

@@ -13,7 +13,7 @@ test_that("runDestVI stores proportions and states in altExp 'DestVI' and change
     warned <- character()
     out <- withCallingHandlers(
         runDestVI(spots, sce, labels = "cell_type", sc_max_epochs = 5, st_max_epochs = 5, n_latent = 3,
-                  accelerator = "cpu", progress = FALSE),
+                  cells_per_spot = 3, n_models = 2, accelerator = "cpu", progress = FALSE),
         warning = function(w) {
             warned <<- c(warned, conditionMessage(w))
             invokeRestart("muffleWarning")
@@ -37,6 +37,7 @@ test_that("runDestVI stores proportions and states in altExp 'DestVI' and change
     expect_error(runDestVI(spots, sce, labels = "nope"), "labels = 'nope'")
     expect_error(runDestVI(spots, sce, st_max_epochs = 1.5), "whole number")
     expect_error(runDestVI(spots, sce, foo = 1), "unknown argument")
+    expect_error(runDestVI(spots, sce, cells_per_spot = 0.5), "cells_per_spot must be a number >= 1")  # before training
 })
 
 test_that("runDestVI on Seurat spots adds an Assay 'DestVI'", {
