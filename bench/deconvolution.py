@@ -53,6 +53,8 @@ PEERS = {
     "cell2location": (BENCH / ".venv-c2l" / "bin" / "python", BENCH / "deconvolution_c2l.py", "c2l"),
 }
 METHODS = ("pybridge DestVI", "cell2location", "scvi-tools DestVI", "NNLS")
+ENSEMBLE = "pybridge DestVI ensemble"
+COLUMNS = ("pybridge DestVI", ENSEMBLE, "cell2location", "scvi-tools DestVI", "NNLS")
 PATTERNS = (*SPOTLESS_PATTERNS, "dirichlet")
 RESULTS = BENCH / "RESULTS.md"
 SECTION = "## Spatial deconvolution: Spotless silver standards"
@@ -167,7 +169,8 @@ def run_pybridge(settings: list[dict], args: argparse.Namespace, work: Path) -> 
         DestVI.setup_anndata(spots)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = DestVI.from_rna_model(spots, sc_model, vamp_prior_p=15)
+            model = DestVI.from_rna_model(spots, sc_model, vamp_prior_p=15,
+                                          cells_per_spot=setting["n_cells_per_location"])
             start = time.perf_counter()
             model.train(max_epochs=setting["epochs"], lr=args.lr, batch_size=setting["batch_size"],
                         n_epochs_kl_warmup=args.kl_warmup, seed=seed, progress=False)
@@ -219,29 +222,39 @@ def collect(workdir: Path) -> pd.DataFrame:
                     summary = summarize_metrics(deconvolution_metrics(truth, pred.loc[truth.index]))
                     runs.append({**summary[SHOWN].to_dict(), "train_s": timings_of[tag].get(path.stem[len(tag) + 1:])})
                 if runs:
-                    runs = pd.DataFrame(runs).astype(float)
-                    rows.append({"dataset": work.name, "pattern": pattern, "n_spots": int(n_spots), "method": method,
-                                 "n_runs": len(runs), **runs.mean().to_dict(),
-                                 **runs[SHOWN].std(ddof=1).add_suffix("_sd").to_dict()})
+                    setting = {"dataset": work.name, "pattern": pattern, "n_spots": int(n_spots)}
+                    table = pd.DataFrame(runs).astype(float)
+                    rows.append({**setting, "method": method, "n_runs": len(runs), **table.mean().to_dict(),
+                                 **table[SHOWN].std(ddof=1).add_suffix("_sd").to_dict()})
+                if method == "pybridge DestVI" and len(runs) > 1:
+                    # what run_destvi(n_models=len(runs)) reports: the mean of the models' proportions
+                    mean = sum(pd.read_csv(path, index_col=0) for path in filter(Path.exists, paths)) / len(runs)
+                    summary = summarize_metrics(deconvolution_metrics(truth, mean.loc[truth.index]))
+                    rows.append({**setting, "method": ENSEMBLE, "n_runs": len(runs), **summary[SHOWN].to_dict(),
+                                 "train_s": table["train_s"].sum(), "ensemble": True})
     return pd.DataFrame(rows)
 
 
-def wins(table: pd.DataFrame) -> pd.DataFrame:
-    """Per setting: does pybridge DestVI (its mean over training seeds) have Pearson >= and RMSE <= cell2location's?"""
+def wins(table: pd.DataFrame, method: str = "pybridge DestVI") -> pd.DataFrame:
+    """Per setting: does ``method`` (DestVI: its mean over training seeds) have Pearson >= and RMSE <=
+    cell2location's?"""
     wide = table.pivot_table(index=["dataset", "pattern", "n_spots"], columns="method",
                              values=["celltype_pearson", "celltype_rmse"])
-    pair = [("celltype_pearson", "pybridge DestVI"), ("celltype_pearson", "cell2location")]
+    pair = [("celltype_pearson", method), ("celltype_pearson", "cell2location")]
     if not all(column in wide.columns for column in pair):
         return pd.DataFrame(columns=["pearson_win", "rmse_win"])
     both = wide.dropna(subset=pair)
     return pd.DataFrame({
-        "pearson_win": both[("celltype_pearson", "pybridge DestVI")] >= both[("celltype_pearson", "cell2location")],
-        "rmse_win": both[("celltype_rmse", "pybridge DestVI")] <= both[("celltype_rmse", "cell2location")],
+        "pearson_win": both[("celltype_pearson", method)] >= both[("celltype_pearson", "cell2location")],
+        "rmse_win": both[("celltype_rmse", method)] <= both[("celltype_rmse", "cell2location")],
     })
 
 
 def _cell(row: pd.Series) -> str:
     """"Pearson / RMSE / seconds" of one method and setting; over several training seeds, mean ± sd (n)."""
+    if row.get("ensemble") is True:
+        return "{:.3f} / {:.3f} / {:.0f} ({:.0f} models)".format(
+            *row[["celltype_pearson", "celltype_rmse", "train_s", "n_runs"]])
     if row["n_runs"] < 2:
         return "{:.3f} / {:.3f} / {:.0f}".format(*row[["celltype_pearson", "celltype_rmse", "train_s"]])
     return "{:.3f}±{:.3f} / {:.3f}±{:.3f} / {:.0f} ({:.0f} seeds)".format(
@@ -258,29 +271,34 @@ def markdown(table: pd.DataFrame, args: argparse.Namespace) -> str:
         f"downsampled to N(20000, 5000)), seed {args.seed}, top {args.n_genes} variable genes; the reference is "
         f"the other half of every type's cells. pybridge DestVI: CondSCVI {args.sc_epochs} epochs, DestVI "
         f"{args.st_epochs} epochs below 1,000 spots and {args.large_epochs} from 1,000, batch min(128, max(4, "
-        f"n/10)), lr {args.lr}, KL warm-up {args.kl_warmup}, its defaults otherwise; scvi-tools DestVI: the same "
+        f"n/10)), lr {args.lr}, KL warm-up {args.kl_warmup}, cells_per_spot = the spots' mean number of cells "
+        f"(as cell2location's N_cells_per_location), its defaults otherwise (synthetic spots summed from "
+        f"reference cells); scvi-tools DestVI: the same "
         f"settings with its own defaults (MoG prior on CondSCVI); several pybridge DestVI training seeds on the same "
-        f"spots and reference model (--destvi-seeds) show as mean±sd and are compared by their mean; cell2location 0.1.5: reference regression "
+        f"spots and reference model (--destvi-seeds) show as mean±sd and are compared by their mean; 'pybridge DestVI "
+        f"ensemble' scores the mean of those models' proportions, what `run_destvi(n_models=N)` (R: `n_models`) "
+        f"reports, with their summed train time; cell2location 0.1.5: reference regression "
         f"{args.c2l_ref_epochs} epochs, spatial model {args.c2l_epochs} full-batch epochs, N_cells_per_location "
         f"= the spots' mean number of cells, detection_alpha 20, proportions = posterior mean abundances "
         f"normalised per spot. Metrics: means over cell types of `pybridge.evaluate.deconvolution_metrics` on "
         f"cell fractions (DestVI expression shares divided by each type's mean reference library)."), ""]
     if table.empty:
         return "\n".join([*lines, "No results in the workdir yet.", ""])
-    verdict = wins(table)
-    if len(verdict):
-        n_both = int((verdict["pearson_win"] & verdict["rmse_win"]).sum())
-        lines += [(f"pybridge DestVI vs cell2location: Pearson >= and RMSE <= on {n_both} of {len(verdict)} "
-                   f"settings (Pearson alone {int(verdict['pearson_win'].sum())}, RMSE alone "
-                   f"{int(verdict['rmse_win'].sum())})."), ""]
+    for method in ("pybridge DestVI", ENSEMBLE):
+        verdict = wins(table, method)
+        if len(verdict):
+            n_both = int((verdict["pearson_win"] & verdict["rmse_win"]).sum())
+            lines += [(f"{method} vs cell2location: Pearson >= and RMSE <= on {n_both} of {len(verdict)} "
+                       f"settings (Pearson alone {int(verdict['pearson_win'].sum())}, RMSE alone "
+                       f"{int(verdict['rmse_win'].sum())})."), ""]
     for (dataset, n_spots), group in table.groupby(["dataset", "n_spots"]):
         lines += [f"### {dataset}, {n_spots} spots", "",
-                  "| pattern | " + " | ".join(f"{m} Pearson / RMSE / s" for m in METHODS) + " |",
-                  "|---|" + "---|" * len(METHODS)]
+                  "| pattern | " + " | ".join(f"{m} Pearson / RMSE / s" for m in COLUMNS) + " |",
+                  "|---|" + "---|" * len(COLUMNS)]
         for pattern in [p for p in PATTERNS if p in set(group["pattern"])]:
             rows = group[group["pattern"] == pattern]
             cells = []
-            for method in METHODS:
+            for method in COLUMNS:
                 row = rows[rows["method"] == method]
                 cells.append("" if row.empty else _cell(row.iloc[0]))
             lines.append(f"| {pattern} | " + " | ".join(cells) + " |")

@@ -62,7 +62,8 @@ if method == "pybridge":
     sc_model.train(progress=False)
     times["condscvi_s"] = time.perf_counter() - start
     DestVI.setup_anndata(spots)
-    model = DestVI.from_rna_model(spots, sc_model)
+    # the spots' mean number of cells, as cell2location's N_cells_per_location below
+    model = DestVI.from_rna_model(spots, sc_model, cells_per_spot=float(spots.obs["n_cells"].mean()))
     truth = pd.read_csv(f"{work}/truth.csv", index_col=0)
     probe = truth.index[::10]
     curve, paused = [], [0.0]
