@@ -102,6 +102,8 @@ def _write_plot(spots: AnnData, args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pybridge.deconvolution.pipeline import run_destvi
+    if args.n_models < 1:
+        raise PybridgeError(f"--n-models must be 1 or more, got {args.n_models}")
     if args.model_dir and args.n_models != 1:
         raise PybridgeError(
             f"--model-dir saves one DestVI model, but --n-models {args.n_models} trains several; drop one of them"

@@ -367,6 +367,12 @@ def _mixture_cells(sc_model: CondSCVI, genes: list[str]) -> tuple[torch.Tensor, 
     """Counts over ``genes`` and type codes of at most ``MIXTURE_CELLS_PER_TYPE`` random reference cells per
     type (a fixed draw), for the "reference" synthetic spots."""
     codes = covariate_arrays(sc_model.adata, sc_model.registry)["labels"]
+    empty = [t for k, t in enumerate(sc_model.cell_types) if not (codes == k).any()]
+    if empty:
+        raise PybridgeError(
+            f"the CondSCVI reference has no cells of the cell types {empty}, so synthetic spots cannot hold them; "
+            "load the CondSCVI model with the reference it was trained on"
+        )
     rng = np.random.default_rng(0)
     rows = np.sort(np.concatenate([
         rng.permutation(np.flatnonzero(codes == k))[:MIXTURE_CELLS_PER_TYPE] for k in range(sc_model.registry.n_labels)
