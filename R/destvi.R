@@ -3,8 +3,7 @@
 .DESTVI_INTEGER_ARGS <- c("sc_max_epochs", "st_max_epochs", "st_max_steps", "batch_size", "vamp_prior_p", "n_latent",
                           "n_models", "seed")
 .DESTVI_ARGS <- c(.DESTVI_INTEGER_ARGS, "lr", "amortization", "l1_reg", "augmentation_weight", "cells_per_spot",
-                  "weight_obs",
-                  "cell_fractions", "accelerator", "progress")
+                  "weight_obs", "cell_fractions", "accelerator", "progress")
 
 .destviArgs <- function(args) {
     if (length(args) && (is.null(names(args)) || any(!nzchar(names(args))))) {

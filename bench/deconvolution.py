@@ -213,12 +213,13 @@ def collect(workdir: Path) -> pd.DataFrame:
             truth = pd.read_csv(truth_file, index_col=0)
             for method, tag in tags.items():
                 paths = [work / f"{tag}_{key}.csv", *sorted(work.glob(f"{tag}_{key}_seed*.csv"))]
-                runs = []
+                runs, preds = [], []
                 for path in filter(Path.exists, paths):
                     pred = pd.read_csv(path, index_col=0)
                     if method == "scvi-tools DestVI":
                         reference = reference if reference is not None else ad.read_h5ad(work / "reference.h5ad")
                         pred = to_cell_fractions(pred, reference)
+                    preds.append(pred)
                     summary = summarize_metrics(deconvolution_metrics(truth, pred.loc[truth.index]))
                     runs.append({**summary[SHOWN].to_dict(), "train_s": timings_of[tag].get(path.stem[len(tag) + 1:])})
                 if runs:
@@ -228,7 +229,7 @@ def collect(workdir: Path) -> pd.DataFrame:
                                  **table[SHOWN].std(ddof=1).add_suffix("_sd").to_dict()})
                 if method == "pybridge DestVI" and len(runs) > 1:
                     # what run_destvi(n_models=len(runs)) reports: the mean of the models' proportions
-                    mean = sum(pd.read_csv(path, index_col=0) for path in filter(Path.exists, paths)) / len(runs)
+                    mean = sum(preds) / len(preds)
                     summary = summarize_metrics(deconvolution_metrics(truth, mean.loc[truth.index]))
                     rows.append({**setting, "method": ENSEMBLE, "n_runs": len(runs), **summary[SHOWN].to_dict(),
                                  "train_s": table["train_s"].sum(), "ensemble": True})

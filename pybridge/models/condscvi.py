@@ -150,6 +150,18 @@ class CondSCVI(BaseModel):
             return mean
         return mean + np.sqrt(var) * np.random.default_rng(0).standard_normal(mean.shape)
 
+    def cell_type_codes(self, adata: AnnData | None = None) -> np.ndarray:
+        """Each cell's type code (position in :attr:`cell_types`); refuses data lacking one of the types."""
+        adata = self._adata(adata)
+        codes = covariate_arrays(adata, self.registry)["labels"]
+        counts = np.bincount(codes, minlength=self.registry.n_labels)
+        if (counts == 0).any():
+            raise PybridgeError(
+                f"cell type {self.cell_types[int(np.argmin(counts))]!r} has no cells in this AnnData; pass the "
+                "reference the model was trained on"
+            )
+        return codes
+
     def get_vamp_prior(
         self, adata: AnnData | None = None, p: int = 15, seed: int = 0
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -165,19 +177,14 @@ class CondSCVI(BaseModel):
         adata = self._adata(adata)
         if p < 1:
             raise PybridgeError(f"vamp_prior_p must be >= 1, got {p}")
+        codes = self.cell_type_codes(adata)
         mean, var = self._posterior(adata, None, None)
-        codes = covariate_arrays(adata, self.registry)["labels"]
         n_labels, n_latent = self.registry.n_labels, mean.shape[1]
         prior_mean = np.zeros((n_labels, p, n_latent), np.float32)
         prior_var = np.ones((n_labels, p, n_latent), np.float32)
         prior_weight = np.zeros((n_labels, p), np.float32)
         for label in range(n_labels):
             members = np.flatnonzero(codes == label)
-            if len(members) == 0:
-                raise PybridgeError(
-                    f"cell type {self.cell_types[label]!r} has no cells in this AnnData; pass the reference the "
-                    "model was trained on"
-                )
             if len(members) > p:
                 cluster = KMeans(n_clusters=p, n_init=30, random_state=seed).fit_predict(mean[members])
             else:

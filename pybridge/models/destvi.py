@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from pybridge.data.fields import aligned_counts, covariate_arrays
+from pybridge.data.fields import aligned_counts
 from pybridge.data.minified import require_counts
 from pybridge.data.registry import SETUP_KEY, Registry, registry_of
 from pybridge.data.setup import setup_anndata as register_anndata
@@ -144,10 +144,11 @@ class DestVI(BaseModel):
         super().__init__(st_adata, registry)
 
         reference = sc_model.module
+        codes = sc_model.cell_type_codes()  # refuses a reference that lacks one of the model's cell types
         if vamp_prior_p is not None:
             prior_mean, prior_var, prior_weight = sc_model.get_vamp_prior(sc_model.adata, p=vamp_prior_p)
         self._init_params = {
-            "reference_library": _mean_library_per_type(sc_model, genes), "n_spots": st_adata.n_obs,
+            "reference_library": _mean_library_per_type(sc_model, genes, codes), "n_spots": st_adata.n_obs,
             "cell_types": sc_model.cell_types, "n_hidden": reference.n_hidden,
             "n_latent": reference.n_latent, "n_layers": reference.n_layers, "vamp_prior_p": vamp_prior_p,
             "amortization": amortization, "l1_reg": l1_reg, "beta_reg": beta_reg, "eta_reg": eta_reg,
@@ -157,7 +158,7 @@ class DestVI(BaseModel):
         }
         mixture = None
         if augmentation_weight > 0 and augmentation_source == "reference":
-            mixture = _mixture_cells(sc_model, genes)
+            mixture = _mixture_cells(sc_model, genes, codes)
             self._init_params["n_mixture_cells"] = len(mixture[1])
         self._init_module(registry, **self._init_params)
         position = torch.as_tensor(pd.Index(sc_model.registry.var_names).get_indexer(genes))
@@ -363,16 +364,9 @@ def resolve_augmentation(
     return float(weight), float(concentration)
 
 
-def _mixture_cells(sc_model: CondSCVI, genes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def _mixture_cells(sc_model: CondSCVI, genes: list[str], codes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Counts over ``genes`` and type codes of at most ``MIXTURE_CELLS_PER_TYPE`` random reference cells per
-    type (a fixed draw), for the "reference" synthetic spots."""
-    codes = covariate_arrays(sc_model.adata, sc_model.registry)["labels"]
-    empty = [t for k, t in enumerate(sc_model.cell_types) if not (codes == k).any()]
-    if empty:
-        raise PybridgeError(
-            f"the CondSCVI reference has no cells of the cell types {empty}, so synthetic spots cannot hold them; "
-            "load the CondSCVI model with the reference it was trained on"
-        )
+    type (a fixed draw), for the "reference" synthetic spots; ``codes``: the reference cells' type codes."""
     rng = np.random.default_rng(0)
     rows = np.sort(np.concatenate([
         rng.permutation(np.flatnonzero(codes == k))[:MIXTURE_CELLS_PER_TYPE] for k in range(sc_model.registry.n_labels)
@@ -383,13 +377,11 @@ def _mixture_cells(sc_model: CondSCVI, genes: list[str]) -> tuple[torch.Tensor, 
     return torch.as_tensor(dense, dtype=torch.float32), torch.as_tensor(codes[rows], dtype=torch.long)
 
 
-def _mean_library_per_type(sc_model: CondSCVI, genes: list[str]) -> list[float]:
-    """Mean total count over ``genes`` of each cell type's reference cells."""
-    reference = sc_model.adata
-    counts = aligned_counts(reference, sc_model.registry)
+def _mean_library_per_type(sc_model: CondSCVI, genes: list[str], codes: np.ndarray) -> list[float]:
+    """Mean total count over ``genes`` of each cell type's reference cells (``codes``: their type codes)."""
+    counts = aligned_counts(sc_model.adata, sc_model.registry)
     position = pd.Index(sc_model.registry.var_names).get_indexer(genes)
     totals = np.asarray(counts[:, position].sum(1)).ravel()
-    codes = covariate_arrays(reference, sc_model.registry)["labels"]
     return [float(totals[codes == k].mean()) for k in range(sc_model.registry.n_labels)]
 
 

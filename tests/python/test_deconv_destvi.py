@@ -325,6 +325,17 @@ def test_reference_synthetic_spots_are_sums_of_reference_cells(trained):
     assert ((composition > 0).sum(1) <= 2).float().mean() > 0.7
 
 
+def test_a_reference_without_one_cell_type_is_refused(trained, tmp_path):
+    spots, reference, sc_model, _ = trained
+    sc_model.save(tmp_path / "sc")
+    missing = sc_model.cell_types[-1]
+    loaded = CondSCVI.load(tmp_path / "sc", adata=reference[reference.obs["cell_type"] != missing].copy())
+    # without a VampPrior nothing else reads the types; the mean library of the type would be NaN
+    for source in ("reference", "model"):
+        with pytest.raises(PybridgeError, match=f"cell type {missing!r} has no cells in this AnnData"):
+            DestVI.from_rna_model(spots, loaded, vamp_prior_p=None, augmentation_source=source)
+
+
 def test_model_files_without_an_augmentation_source_load_as_the_model_source(trained, tmp_path):
     spots, _, sc_model, _ = trained
     model = DestVI.from_rna_model(spots, sc_model, augmentation_source="model")
