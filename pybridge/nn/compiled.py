@@ -11,8 +11,11 @@ entry (8.2 -> 7.4 ms per step of 128 cells x 2,000 genes). The mode, from ``PYBR
   again recovers a cached compile;
 - ``"1"``/``"on"``: compile at first use; ``"0"``/``"off"``: never compile.
 
-One compile serves every batch size (the shapes are dynamic). When compiling fails (no C++ compiler, no
-Triton), one warning says so and the kernel stays eager for the rest of the process.
+One compile serves every batch size: the first dimension of the [cells x genes] arguments is dynamic, the
+others are fixed at the first call (a loop whose length is known at compile time vectorises better: 3.7 instead of
+7.5 ns per entry for the count likelihood at 4,000 genes); a second gene count makes torch recompile with that
+dimension dynamic too. When compiling fails (no C++ compiler, no Triton), one warning says so and the kernel
+stays eager for the rest of the process.
 """
 
 from __future__ import annotations
@@ -72,7 +75,10 @@ class CompiledKernel:
         if not self.use_compiled(n_entries):
             return self.fn(*args, **kwargs)
         if self._compiled is None:
-            self._compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
+            self._compiled = torch.compile(self.fn, dynamic=False, fullgraph=True)
+        for arg in args:
+            if isinstance(arg, torch.Tensor) and arg.dim() >= 2:
+                torch._dynamo.maybe_mark_dynamic(arg, 0)  # the cells; genes stay fixed
         try:
             return self._compiled(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - compilers fail in many ways; all mean: stay eager

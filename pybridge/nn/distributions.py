@@ -163,7 +163,7 @@ def _host_sync_allowed(x: torch.Tensor) -> bool:
 
 def _softplus(v: torch.Tensor) -> torch.Tensor:
     """log(1 + exp(v)) from exp and log (torch's softplus is several times slower on CPU); error below 1e-7."""
-    return torch.exp(-v.abs()).add_(1.0).log_().add_(v.clamp(min=0))
+    return torch.exp(v.abs().neg_()).log1p_().add_(v.clamp(min=0))
 
 
 def _count_log_lik_and_grads(x, log_mu, theta, zi_logits, need, integer_counts=True):
@@ -180,31 +180,31 @@ def _count_log_lik_and_grads(x, log_mu, theta, zi_logits, need, integer_counts=T
         if need[0]:
             grads[0] = x - mu
         return (x * log_mu).sub_(mu), grads
-    log1p_ratio = torch.log1p(mu / theta)  # log(theta + mu) - log(theta)
-    nb_zero = log1p_ratio * (-theta)  # log NB(0)
-    ll = (log_mu - torch.log(theta)).sub_(log1p_ratio).mul_(x).add_(nb_zero)  # log NB(x) without the gamma terms
+    ratio = mu / theta
+    log1p_ratio = torch.log1p(ratio)  # log(theta + mu) - log(theta)
+    # log NB(x) without the gamma terms: x (log mu - log(theta + mu)) + log NB(0), log NB(0) = -theta log1p_ratio
+    ll = (log_mu - torch.log(theta)).sub_(log1p_ratio).mul_(x).addcmul_(log1p_ratio, theta, value=-1.0)
     lg, dlg = _gamma_terms(x, theta, need[1], integer_counts)
     ll.add_(lg)
-    weight = None
+    inflated = None  # at each zero, the posterior probability that it is an inflated zero (0 where x > 0)
     if zi_logits is not None:
-        at_zero = torch.sign(x).neg_().add_(1.0)  # 1 where x = 0 (counts are >= 0)
-        gap = zi_logits - nb_zero  # zero case minus the NB case, in log odds
+        at_zero = torch.sign(x).neg_().add_(1.0)  # 1 where x = 0 (counts are >= 0; float: bool masks are slower)
+        gap = torch.addcmul(zi_logits, log1p_ratio, theta)  # zero case minus the NB case, in log odds
         ll.sub_(_softplus(zi_logits)).add_(_softplus(gap).mul_(at_zero))
-        if any(need):  # the NB component's share of each zero, 1 where x > 0
-            nb_share = torch.sigmoid(gap.neg_())
-            weight = torch.sub(1.0, nb_share).mul_(at_zero).neg_().add_(1.0)
+        if any(need):
+            inflated = torch.sigmoid(gap).mul_(at_zero)
     if need[0] or need[1]:
-        grad_log_mu = (x - mu).div_(mu.div_(theta).add_(1.0))  # (x - mu) theta / (theta + mu)
+        grad_log_mu = (x - mu).div_(ratio.add_(1.0))  # (x - mu) theta / (theta + mu)
         if need[1]:
-            grads[1] = grad_log_mu.div(theta).neg_().sub_(log1p_ratio).add_(dlg)
+            grads[1] = dlg.sub_(log1p_ratio).addcmul_(grad_log_mu, theta.reciprocal(), value=-1.0)
         if need[0]:
             grads[0] = grad_log_mu
-    if weight is not None:
+    if inflated is not None:
         for grad in grads[:2]:
-            if grad is not None:
-                grad.mul_(weight)
-        if need[2]:  # d/dz: (1 - weight) at zeros, 0 elsewhere, minus sigmoid(z)
-            grads[2] = torch.sub(1.0, weight).sub_(torch.sigmoid(zi_logits))
+            if grad is not None:  # weighted by the NB component's share of each zero
+                grad.addcmul_(grad, inflated, value=-1.0)
+        if need[2]:
+            grads[2] = inflated.sub_(torch.sigmoid(zi_logits))
     return ll, grads
 
 

@@ -84,6 +84,22 @@ def test_compiled_float32_matches_eager(compile_on):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_compiled_serves_other_batch_sizes_and_gene_counts(compile_on):
+    """The cells dimension is dynamic and the genes fixed at the first call; a new gene count recompiles."""
+    x, log_mu, theta, zi, _ = _inputs("zinb", True)
+    shapes = [(N_CELLS, N_GENES), (4, N_GENES), (3, N_GENES), (N_CELLS, 5)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PybridgeWarning)
+        compiled = [D.count_log_lik_sum(x[:n, :g], log_mu[:n, :g].detach(), theta[:g].detach(), zi[:n, :g].detach())
+                    for n, g in shapes]
+    _skip_without_compiler(compile_on)
+    C.set_compile_mode("off")
+    for (n, g), got in zip(shapes, compiled):
+        want = D.count_log_lik_sum(x[:n, :g], log_mu[:n, :g].detach(), theta[:g].detach(), zi[:n, :g].detach())
+        assert got.shape == (n,)
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
 def test_compiled_gradcheck(compile_on):
     x, log_mu, theta, zi, params = _inputs("zinb", True)
     with warnings.catch_warnings():
