@@ -227,9 +227,15 @@ class _CountLogLikSum(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, upstream):
         scale = upstream.unsqueeze(-1)
-        out = [None] + [scale * g if present else None for present, g in zip(ctx.present, ctx.saved_tensors)]
-        if out[2] is not None:
-            out[2] = out[2].sum_to_size(ctx.theta_shape)
+        saved = zip(ctx.present, ctx.saved_tensors)
+        grad_log_mu, grad_theta, grad_zi = (g if present else None for present, g in saved)
+        if grad_theta is not None and grad_theta.dim() == 2 and len(ctx.theta_shape) == 1:
+            with torch.autocast(upstream.device.type, enabled=False):
+                grad_theta = upstream @ grad_theta  # per-gene theta: the weighted sum over cells, one pass
+        elif grad_theta is not None:
+            grad_theta = (scale * grad_theta).sum_to_size(ctx.theta_shape)
+        out = [None, None if grad_log_mu is None else scale * grad_log_mu, grad_theta,
+               None if grad_zi is None else scale * grad_zi]
         return (*out, None)
 
 
