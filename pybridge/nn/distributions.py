@@ -71,21 +71,80 @@ def sample_poisson(rate: torch.Tensor, generator: torch.Generator | None = None)
     return torch.poisson(rate.clamp(min=0.0, max=1e8), generator=generator)
 
 
+#: On the CPU, NB draws whose mean is at most this, and at most 9 times theta (so that P(X = k + 1) / P(X = k)
+#: soon falls below 0.9), invert the distribution function: one uniform and a few products per draw, most of them
+#: ending at 0. Other draws, and every draw on other devices, use the gamma-Poisson mixture.
+_INVERSION_MAX_MEAN = 16.0
+_INVERSION_MAX_MEAN_PER_THETA = 9.0
+
+
 def sample_nb(mu: torch.Tensor, theta: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Negative binomial draws through the gamma-Poisson mixture."""
-    concentration = theta.expand_as(mu) if theta.shape != mu.shape else theta
-    gamma_draw = torch._standard_gamma(concentration.clamp_min(_TINY))
-    rate = gamma_draw * (mu / concentration.clamp_min(_TINY))
-    return sample_poisson(rate, generator)
+    """Negative binomial draws with the broadcast shape of ``mu`` and ``theta``."""
+    return _sample_nb(mu, theta, None, generator)
 
 
 def sample_zinb(
     mu: torch.Tensor, theta: torch.Tensor, zi_logits: torch.Tensor, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Zero-inflated negative binomial draws."""
-    counts = sample_nb(mu, theta, generator)
-    inflated = torch.rand(counts.shape, generator=generator, device=counts.device) < torch.sigmoid(zi_logits)
-    return counts.masked_fill(inflated, 0.0)
+    return _sample_nb(mu, theta, torch.sigmoid(zi_logits), generator)
+
+
+def _sample_nb(mu, theta, inflation, generator):
+    theta = theta.clamp_min(_TINY)
+    if mu.device.type != "cpu":  # finding the draws to invert would read values back from the device
+        mu, theta = torch.broadcast_tensors(mu, theta)
+        counts = _sample_mixture(mu, theta, generator)
+        if inflation is None:
+            return counts
+        inflated = torch.rand(counts.shape, generator=generator, device=counts.device) < inflation
+        return counts.masked_fill(inflated, 0.0)
+    shape = torch.broadcast_shapes(mu.shape, theta.shape)
+    mu, theta = mu.expand(shape), theta.expand(shape)
+    inflation = None if inflation is None else inflation.expand(shape)
+    u = torch.rand(shape, generator=generator, dtype=mu.dtype)
+    counts = torch.zeros(shape, dtype=mu.dtype)
+    by_mixture = torch.nonzero(mu > (theta * _INVERSION_MAX_MEAN_PER_THETA).clamp_(max=_INVERSION_MAX_MEAN))
+    if len(by_mixture):
+        where = by_mixture.unbind(1)
+        drawn = _sample_mixture(mu[where], theta[where], generator)
+        if inflation is not None:
+            drawn.masked_fill_(u[where] < inflation[where], 0.0)
+        counts[where] = drawn
+        u[where] = 0.0  # drawn: not above the zero probability below
+    nb_zero = torch.exp(torch.log1p(mu / theta).mul_(theta).neg_())  # P(NB = 0)
+    zero_prob = nb_zero if inflation is None else torch.lerp(nb_zero, torch.ones((), dtype=mu.dtype), inflation)
+    where = torch.nonzero(u > zero_prob).unbind(1)  # the draws above 0
+    uniform = u[where].double()
+    if inflation is not None:  # above the inflation probability, rescaled to a uniform draw for the NB part
+        above_inflation = inflation[where].double()
+        uniform = (uniform - above_inflation).div_(1.0 - above_inflation)
+    _invert(counts, where, uniform, nb_zero[where].double(), mu[where].double(), theta[where].double())
+    return counts
+
+
+def _invert(counts, where, uniform, pmf, mean, theta) -> None:
+    """Write into ``counts[where]`` the smallest k >= 1 with P(X <= k) >= ``uniform``, P(X = 0) being ``pmf``."""
+    ratio = mean.div_(mean + theta)  # P(X = k) / P(X = k - 1) = ratio * (k - 1 + theta) / k
+    positions = torch.arange(len(uniform))
+    values = torch.zeros(len(uniform), dtype=counts.dtype)
+    cdf = pmf.clone()
+    k = 0
+    while len(positions):
+        k += 1
+        pmf.mul_(ratio).mul_(theta + (k - 1)).div_(k)
+        cdf.add_(pmf)
+        stop = uniform <= cdf
+        values.index_fill_(0, positions[stop], float(k))
+        left = torch.nonzero(stop.logical_not_()).squeeze(1)
+        positions, uniform, pmf, cdf, ratio, theta = (t[left] for t in (positions, uniform, pmf, cdf, ratio, theta))
+    counts[where] = values
+
+
+def _sample_mixture(mu: torch.Tensor, theta: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """NB draws as Poisson(Gamma(theta, mu / theta)) (theta above 0)."""
+    rate = torch._standard_gamma(theta).mul_(mu / theta)
+    return torch.poisson(rate.clamp_(min=0.0, max=1e8), generator=generator)
 
 
 # ---- fused training likelihood ------------------------------------------------------------------------------

@@ -103,6 +103,30 @@ def test_nb_sampler_moments(mu, theta):
     assert abs(draws.var().item() - var) < 0.05 * var
 
 
+@pytest.mark.parametrize("zero_inflated", [False, True])
+def test_nb_sampler_matches_pmf(zero_inflated):
+    """Columns drawn by inverting the distribution function (small means) and by the gamma-Poisson mixture (the
+    last two: mean above 9 theta, mean above 16) both follow the pmf."""
+    gen = torch.Generator().manual_seed(0)
+    n = 100_000
+    mu = torch.tensor([0.05, 0.8, 3.0, 12.0, 15.0, 40.0], dtype=torch.float64)
+    theta = torch.tensor([0.5, 0.1, 2.0, 30.0, 1.0, 3.0], dtype=torch.float64)
+    zi = torch.tensor([-1.0, 0.5, -2.0, 0.0, 1.0, -0.5], dtype=torch.float64)
+    if zero_inflated:
+        draws = D.sample_zinb(mu.expand(n, -1), theta, zi.expand(n, -1), generator=gen)
+    else:
+        draws = D.sample_nb(mu.expand(n, -1), theta, generator=gen)
+    assert draws.shape == (n, 6) and draws.dtype == torch.float64
+    ks = torch.arange(0, 15, dtype=torch.float64)
+    for j in range(6):
+        if zero_inflated:
+            pmf = D.log_zinb_positive(ks, mu[j], theta[j], zi[j]).exp()
+        else:
+            pmf = D.log_nb_positive(ks, mu[j], theta[j]).exp()
+        freq = (draws[:, j : j + 1] == ks).double().mean(0)
+        assert ((freq - pmf).abs() <= 5 * (pmf * (1 - pmf) / n).sqrt() + 1e-4).all(), (j, freq, pmf)
+
+
 def test_zinb_sampler_zero_fraction():
     torch.manual_seed(0)
     mu, theta, logit = torch.full((200_000,), 5.0), torch.tensor(2.0), torch.tensor(0.0)
