@@ -168,6 +168,7 @@ class BaseModel:
         progress: bool | EpochCallback | None = None,
         strategy: str = "auto",
         precision: int | str = "32-true",
+        swa_epoch_start: float | None = None,
         plan_kwargs: dict[str, Any] | None = None,
         **trainer_kwargs: Any,
     ) -> None:
@@ -188,6 +189,11 @@ class BaseModel:
         ``precision="bf16-mixed"`` (Lightning's name, as in scvi-tools) runs the training forward pass's linear
         layers in bfloat16 under autocast, with the likelihood, the KL terms and the weights in float32; it pays
         off on GPUs and on CPUs with bfloat16 instructions (AVX512-BF16, AMX). Validation and outputs stay in float32.
+
+        ``swa_epoch_start`` (a fraction of ``max_epochs`` in (0, 1), or a 1-based epoch; named as in Lightning's
+        ``StochasticWeightAveraging``, which also changes the learning rate, this does not) ends training with
+        the mean of the weights at the end of that epoch and of every later one; None (the default here) keeps
+        the last weights.
         """
         arguments = locals()
         options = {name: arguments[name] for name in _TRAIN_DEFAULTS}

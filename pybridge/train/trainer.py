@@ -21,6 +21,7 @@ import torch
 
 from pybridge.errors import BATCH_EXCEEDS_CELLS, PybridgeError, PybridgeWarning
 from pybridge.train.adam import make_adam
+from pybridge.train.averaging import WeightAverage, first_averaged_epoch
 from pybridge.train.malloc import keep_freed_buffers_in_heap
 from pybridge.train.options import autocast_dtype
 from pybridge.train.progress import EpochCallback, open_display
@@ -85,7 +86,9 @@ class Trainer:
     ("32-true" or "bf16-mixed") sets the autocast dtype of the training forward pass. ``max_steps`` (Lightning's
     keyword; None or -1: no limit) stops training after that many optimizer steps of this ``fit``, mid-epoch if
     need be, or at ``max_epochs`` if that comes first. The epoch in which it stops is recorded like any other:
-    training metrics averaged over the minibatches it ran, validated when due.
+    training metrics averaged over the minibatches it ran, validated when due. ``swa_epoch_start`` (a fraction
+    of ``max_epochs`` or a 1-based epoch; None: off) ends training with the mean of the weights at the end of
+    that epoch and every later one (:mod:`pybridge.train.averaging`); the history records the running weights.
     """
 
     def __init__(
@@ -111,7 +114,10 @@ class Trainer:
         precision: int | str = "32-true",
         sync: Callable[[dict[str, float]], dict[str, float]] | None = None,
         max_steps: int | None = None,
+        swa_epoch_start: float | None = None,
     ):
+        if swa_epoch_start is not None:
+            first_averaged_epoch(swa_epoch_start, 1)  # refuses a bad value before any training
         if max_steps is not None and max_steps != -1 and (int(max_steps) != max_steps or max_steps < 1):
             raise PybridgeError(f"max_steps must be a whole number >= 1 (or -1: no limit), got {max_steps!r}")
         if int(validation_every) != validation_every or validation_every < 1:
@@ -145,6 +151,8 @@ class Trainer:
         self.autocast_dtype = autocast_dtype(precision)
         self.sync = sync
         self.max_steps = None if max_steps in (None, -1) else int(max_steps)
+        self.swa_epoch_start = swa_epoch_start
+        self.trained_params = params
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         torch.manual_seed(seed)
 
@@ -210,6 +218,10 @@ class Trainer:
         start_epoch = len(history.get("elbo_train", []))
         display = open_display(self.progress, max_epochs)
         n_steps = 0
+        average, first_averaged = None, max_epochs
+        if self.swa_epoch_start is not None:
+            average = WeightAverage(self.trained_params)
+            first_averaged = first_averaged_epoch(self.swa_epoch_start, max_epochs)
         try:
             for step in range(max_epochs):
                 epoch = start_epoch + step
@@ -217,6 +229,8 @@ class Trainer:
                 steps_left = None if self.max_steps is None else self.max_steps - n_steps
                 metrics, taken = self._train_epoch(kl_weight, steps_left)
                 n_steps += taken
+                if step >= first_averaged:
+                    average.update()
                 record = {f"{k}_train": v for k, v in metrics.items()}
                 record["kl_weight"] = kl_weight
                 if len(self.val_idx) and (epoch + 1) % self.validation_every == 0:
@@ -231,6 +245,8 @@ class Trainer:
                     break
         finally:
             display.close()
+        if average is not None:
+            average.apply()
         self.module.eval()
         return history
 
