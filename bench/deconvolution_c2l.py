@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 
 import anndata as ad
+import pandas as pd
 import torch
 from peak_rss import peak_rss_mib  # bench/ is this script's folder, so on its path
 
@@ -27,6 +28,12 @@ from peak_rss import peak_rss_mib  # bench/ is this script's folder, so on its p
 def signatures(reference: ad.AnnData, labels_key: str, epochs: int):
     from cell2location.models import RegressionModel
 
+    # cell2location 0.1.5 starts each type's signature from the mean of the type it finds at the same position in
+    # sorted order (np.unique), while its model follows the order of the categories: with unsorted categories
+    # the signatures start swapped between types, and 250 epochs do not undo it. Its tutorial's
+    # astype("category") sorts them; so do we.
+    labels = reference.obs[labels_key].astype(str)
+    reference.obs[labels_key] = labels.astype(pd.CategoricalDtype(sorted(labels.unique())))
     RegressionModel.setup_anndata(adata=reference, labels_key=labels_key)
     model = RegressionModel(reference)
     model.train(max_epochs=epochs, accelerator="cpu", enable_progress_bar=False)
