@@ -274,7 +274,7 @@ def markdown(table: pd.DataFrame, args: argparse.Namespace) -> str:
         f"{args.st_epochs} epochs below 1,000 spots and {args.large_epochs} from 1,000, batch min(128, max(4, "
         f"n/10)), lr {args.lr}, KL warm-up {args.kl_warmup}, cells_per_spot = the spots' mean number of cells "
         f"(as cell2location's N_cells_per_location), its defaults otherwise (synthetic spots summed from "
-        f"reference cells, weights averaged over the second half of the epochs); scvi-tools DestVI: the same "
+        f"reference cells); scvi-tools DestVI: the same "
         f"settings with its own defaults (MoG prior on CondSCVI); several pybridge DestVI training seeds on the same "
         f"spots and reference model (--destvi-seeds) show as mean±sd and are compared by their mean; 'pybridge DestVI "
         f"ensemble' scores the mean of those models' proportions, what `run_destvi(n_models=N)` (R: `n_models`) "

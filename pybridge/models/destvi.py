@@ -241,7 +241,7 @@ class DestVI(BaseModel):
         seed: int = 0,
         progress: bool | EpochCallback | None = None,
         max_steps: int | None = None,
-        swa_epoch_start: float | None = 0.5,
+        swa_epoch_start: float | None = None,
         **kwargs,
     ) -> None:
         """MAP training on all spots (further keywords as for :meth:`pybridge.SCVI.train`).
@@ -253,9 +253,9 @@ class DestVI(BaseModel):
         spots), in at most 2,000 epochs, so a Visium HD slide of 100,000 spots takes 26 epochs rather than 2,000.
         ``n_epochs_kl_warmup=None`` warms the prior up over the first 10 % of the epochs (the reference's 200 of
         2,000); 0 switches the warm-up off. lr is the reference's 3e-3. ``swa_epoch_start=0.5`` ends training with
-        the mean of the weights at the end of each epoch of the second half (stochastic weight averaging; None
-        keeps the last weights): on the Spotless standards it lowered one model's RMSE as much as averaging the
-        proportions of five models trained with different seeds (bench/RESULTS.md).
+        the mean of the weights at the end of each epoch of the second half (stochastic weight averaging): on the
+        Spotless standards it lowered one model's RMSE, but averaging the proportions of five such models did
+        worse than five models with their last weights (bench/RESULTS.md), so it is off by default.
         """
         n_spots = self.adata.n_obs
         if n_spots < MIN_RELIABLE_SPOTS:

@@ -1,9 +1,9 @@
 """Stochastic weight averaging: the running mean of the trained weights over the end of each of the last epochs.
 
 At a constant learning rate the weights keep moving around a minimum; their mean over the last epochs sits closer
-to it than any one of them (Izmailov et al. 2018) and gives what averaging models trained with different seeds
-gives, at the cost of one copy of the weights. Written here rather than taken from ``torch.optim.swa_utils``,
-whose import pulls in the compiler (about a second of a fresh process, :mod:`pybridge.train.adam`).
+to it than any one of them (Izmailov et al. 2018), at the cost of one copy of the weights. Written here rather
+than taken from ``torch.optim.swa_utils``, whose import pulls in the compiler (about a second of a fresh
+process, :mod:`pybridge.train.adam`).
 """
 
 from __future__ import annotations
