@@ -1,10 +1,10 @@
 """Optional ``torch.compile`` of pybridge's elementwise kernels, with the eager code as the fallback.
 
 Compiling fuses a kernel's [cells x genes] passes into one loop (a C++ loop on CPU, a Triton kernel on CUDA),
-but compiling costs seconds: measured for the count likelihood on 2 CPU cores (torch 2.13), 18 s the first time
-on a machine and 3.6 s in later processes (inductor's on-disk cache), against a saving of about 3 ns per matrix
-entry (8.2 -> 7.4 ms per step of 128 cells x 2,000 genes). The mode, from ``PYBRIDGE_COMPILE`` or
-:func:`set_compile_mode`:
+but compiling costs seconds: measured for the count likelihood on 2 CPU cores (torch 2.13), 13-18 s the first
+time on a machine and about 3 s in later processes (inductor's on-disk cache), against a saving of 3-4 ns per
+matrix entry (value, gradients and backward: 8.8 -> 5.0 ns at 4,000 genes, 8.5 -> 4.3 ns at 2,000). The mode, from
+``PYBRIDGE_COMPILE`` or :func:`set_compile_mode`:
 
 - ``"auto"`` (default): run eagerly until the kernel has processed :data:`AUTO_COMPILE_ENTRIES` matrix entries
   (about a minute of training), then compile: short runs never pay for it, and a run that goes on as long
@@ -12,8 +12,8 @@ entry (8.2 -> 7.4 ms per step of 128 cells x 2,000 genes). The mode, from ``PYBR
 - ``"1"``/``"on"``: compile at first use; ``"0"``/``"off"``: never compile.
 
 One compile serves every batch size: the first dimension of the [cells x genes] arguments is dynamic, the
-others are fixed at the first call (a loop whose length is known at compile time vectorises better: 3.7 instead of
-7.5 ns per entry for the count likelihood at 4,000 genes); a second gene count makes torch recompile with that
+others are fixed at the first call (a loop whose length is known at compile time vectorises better: 5.0 instead of
+8.6 ns per entry for the count likelihood at 4,000 genes); a second gene count makes torch recompile with that
 dimension dynamic too. When compiling fails (no C++ compiler, no Triton), one warning says so and the kernel
 stays eager for the rest of the process.
 """

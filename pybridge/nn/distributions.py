@@ -92,7 +92,7 @@ def sample_zinb(
 
 def _sample_nb(mu, theta, inflation, generator):
     theta = theta.clamp_min(_TINY)
-    if mu.device.type != "cpu":  # finding the draws to invert would read values back from the device
+    if not _host_sync_allowed(mu):  # finding the draws to invert reads values back from the device
         mu, theta = torch.broadcast_tensors(mu, theta)
         counts = _sample_mixture(mu, theta, generator)
         if inflation is None:
@@ -143,8 +143,7 @@ def _invert(counts, where, uniform, pmf, mean, theta) -> None:
 
 def _sample_mixture(mu: torch.Tensor, theta: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """NB draws as Poisson(Gamma(theta, mu / theta)) (theta above 0)."""
-    rate = torch._standard_gamma(theta).mul_(mu / theta)
-    return torch.poisson(rate.clamp_(min=0.0, max=1e8), generator=generator)
+    return sample_poisson(torch._standard_gamma(theta).mul_(mu / theta), generator)
 
 
 # ---- fused training likelihood ------------------------------------------------------------------------------

@@ -18,12 +18,11 @@ from pybridge.errors import PybridgeError
 def first_averaged_epoch(swa_epoch_start: float, max_epochs: int) -> int:
     """The 0-based epoch whose end is the first snapshot: ``swa_epoch_start`` is a fraction of ``max_epochs`` in
     (0, 1) or a 1-based epoch number (Lightning's ``StochasticWeightAveraging`` convention)."""
-    if isinstance(swa_epoch_start, bool) or not isinstance(swa_epoch_start, (int, float)):
-        raise PybridgeError(f"swa_epoch_start must be a fraction in (0, 1), an epoch >= 1 or None, got {swa_epoch_start!r}")
-    if isinstance(swa_epoch_start, float) and 0 < swa_epoch_start < 1:
-        return min(max_epochs - 1, math.floor(swa_epoch_start * max_epochs))
-    if swa_epoch_start >= 1 and int(swa_epoch_start) == swa_epoch_start:
-        return int(swa_epoch_start) - 1
+    if isinstance(swa_epoch_start, (int, float)) and not isinstance(swa_epoch_start, bool):
+        if isinstance(swa_epoch_start, float) and 0 < swa_epoch_start < 1:
+            return min(max_epochs - 1, math.floor(swa_epoch_start * max_epochs))
+        if swa_epoch_start >= 1 and int(swa_epoch_start) == swa_epoch_start:
+            return int(swa_epoch_start) - 1
     raise PybridgeError(f"swa_epoch_start must be a fraction in (0, 1), an epoch >= 1 or None, got {swa_epoch_start!r}")
 
 
