@@ -100,12 +100,14 @@
 #'
 #' @section Arguments in `...`:
 #' Whole numbers may be given as `2` or `2L`.
-#' * `sc_max_epochs` (300): epochs of CondSCVI on the reference.
+#' * `sc_max_epochs` (60): epochs of CondSCVI on the reference. Longer
+#'   training (300 epochs, scvi-tools' default for CondSCVI) gave worse proportions
+#'   in our benchmark (bench/RESULTS.md).
 #' * `st_max_epochs` (`NULL`): epochs of DestVI on the spots. `NULL` trains
 #'   for 20,000 gradient steps, at most 2,000 epochs: 2,000 epochs up to
 #'   1,280 spots (the reference's schedule), fewer on larger data (26 epochs
-#'   for 100,000 spots). Accuracy keeps improving with the number of gradient
-#'   steps, so fewer epochs are not a safe way to save time on real data.
+#'   for 100,000 spots). On our benchmark 3,000 steps were as accurate
+#'   overall (better on one dataset, worse on another; bench/RESULTS.md).
 #' * `st_max_steps` (`NULL`): the number of DestVI gradient steps when
 #'   `st_max_epochs` is `NULL` (`NULL`: 20,000).
 #' * `batch_size` (`NULL`): spots per DestVI minibatch. `NULL` applies the

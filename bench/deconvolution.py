@@ -42,9 +42,10 @@ from minify_bench import write_section
 
 from pybridge.deconvolution.baselines import nnls_proportions
 from pybridge.deconvolution.metrics import deconvolution_metrics, summarize_metrics
+from pybridge.deconvolution.pipeline import SC_MAX_EPOCHS
 from pybridge.deconvolution.simulate import SPOTLESS_PATTERNS, pseudo_spots
 from pybridge.models.condscvi import CondSCVI
-from pybridge.models.destvi import DestVI
+from pybridge.models.destvi import DEFAULT_MAX_STEPS, DestVI, default_batch_size
 
 BENCH = Path(__file__).resolve().parent
 DATA = BENCH.parent.parent / "shared" / "data"
@@ -104,10 +105,11 @@ def prepare(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
                 if not (work / "reference.h5ad").exists():
                     reference.write_h5ad(work / "reference.h5ad")
             n_cells = float(ad.read_h5ad(path, backed="r").obs["n_cells"].mean())
-            epochs = args.st_epochs if n < 1000 else args.large_epochs
+            # scvi-tools DestVI's schedule (pybridge trains with its own defaults unless --st-epochs is given)
             settings.append({"key": key, "pattern": pattern, "n_spots": n, "file": path.name,
-                             "n_cells_per_location": n_cells, "epochs": epochs,
-                             "batch_size": min(128, max(4, n // 10))})
+                             "n_cells_per_location": n_cells, "batch_size": default_batch_size(n),
+                             "epochs": args.scvi_epochs if n < 1000 else args.scvi_large_epochs,
+                             "kl_warmup": args.scvi_kl_warmup})
     return settings
 
 
@@ -141,7 +143,7 @@ def start_peer(method: str, settings: list[dict], args: argparse.Namespace, work
             print(f"{method}: {python} is missing, skipped (see {script.name})", file=sys.stderr)
         return None
     tasks = {"labels_key": "cell_type", "seed": args.seed, "threads": 1, "runs": runs,
-             "sc_epochs": args.sc_epochs, "lr": args.lr, "n_epochs_kl_warmup": args.kl_warmup, "vamp_prior_p": 15,
+             "sc_epochs": args.sc_epochs, "lr": args.lr, "vamp_prior_p": 15,
              "ref_epochs": args.c2l_ref_epochs, "st_epochs": args.c2l_epochs}
     (work / f"{tag}_tasks.json").write_text(json.dumps(tasks))
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -172,8 +174,9 @@ def run_pybridge(settings: list[dict], args: argparse.Namespace, work: Path) -> 
             model = DestVI.from_rna_model(spots, sc_model, vamp_prior_p=15,
                                           cells_per_spot=setting["n_cells_per_location"])
             start = time.perf_counter()
-            model.train(max_epochs=setting["epochs"], lr=args.lr, batch_size=setting["batch_size"],
-                        n_epochs_kl_warmup=args.kl_warmup, seed=seed, progress=False)
+            # the library's defaults unless the bench's options override them
+            model.train(max_epochs=args.st_epochs, lr=args.lr, n_epochs_kl_warmup=args.kl_warmup, seed=seed,
+                        progress=False)
         record_timing(work, "pybridge", name, time.perf_counter() - start)
         model.get_proportions(cell_fractions=True).to_csv(work / f"pybridge_{name}.csv")
         print(f"{work.name} {name}: pybridge DestVI done", flush=True)
@@ -270,14 +273,19 @@ def markdown(table: pd.DataFrame, args: argparse.Namespace) -> str:
         f"separate processes at the same time, so train_s is each method's own wall time on a shared machine). "
         f"Standards: `pseudo_spots(mode='spotless')` (5 regions, 2-10 cells per spot, spots above 25,000 UMIs "
         f"downsampled to N(20000, 5000)), seed {args.seed}, top {args.n_genes} variable genes; the reference is "
-        f"the other half of every type's cells. pybridge DestVI: CondSCVI {args.sc_epochs} epochs, DestVI "
-        f"{args.st_epochs} epochs below 1,000 spots and {args.large_epochs} from 1,000, batch min(128, max(4, "
-        f"n/10)), lr {args.lr}, KL warm-up {args.kl_warmup}, cells_per_spot = the spots' mean number of cells "
-        f"(as cell2location's N_cells_per_location), its defaults otherwise (synthetic spots summed from "
-        f"reference cells); scvi-tools DestVI: the same "
-        f"settings with its own defaults (MoG prior on CondSCVI); several pybridge DestVI training seeds on the same "
-        f"spots and reference model (--destvi-seeds) show as mean±sd and are compared by their mean; 'pybridge DestVI "
-        f"ensemble' scores the mean of those models' proportions, what `run_destvi(n_models=N)` (R: `n_models`) "
+        f"the other half of every type's cells. pybridge DestVI: what `run_destvi` does by default "
+        f"(CondSCVI {args.sc_epochs} epochs; DestVI "
+        f"{f'its schedule of {DEFAULT_MAX_STEPS:,} optimizer steps' if args.st_epochs is None else f'{args.st_epochs} epochs'}, "
+        f"batch min(128, max(4, n/10)), lr {args.lr}, KL warm-up "
+        f"{'a tenth of the epochs' if args.kl_warmup is None else f'{args.kl_warmup} epochs'}, synthetic spots "
+        f"summed from reference cells), with cells_per_spot = the spots' mean number of cells (as "
+        f"cell2location's N_cells_per_location); scvi-tools DestVI: CondSCVI {args.sc_epochs} epochs, DestVI "
+        f"{args.scvi_epochs} epochs below 1,000 spots and {args.scvi_large_epochs} from 1,000 (3,000-3,200 steps; "
+        f"its default is 2,000 epochs of 128 spots), the same minibatch size, KL warm-up {args.scvi_kl_warmup}, its "
+        f"own defaults otherwise (MoG prior on CondSCVI); several pybridge DestVI training seeds on "
+        f"the same spots and reference model (--destvi-seeds) show as mean±sd and are compared by their mean; "
+        f"'pybridge DestVI ensemble' scores the mean of those models' proportions, what "
+        f"`run_destvi(n_models=N)` (R: `n_models`) "
         f"reports, with their summed train time; cell2location 0.1.5: reference regression "
         f"{args.c2l_ref_epochs} epochs, spatial model {args.c2l_epochs} full-batch epochs, N_cells_per_location "
         f"= the spots' mean number of cells, detection_alpha 20, proportions = posterior mean abundances "
@@ -315,11 +323,16 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--workdir", default=str(BENCH / ".deconvolution-runs"))
     parser.add_argument("--n-genes", type=int, default=500)
-    parser.add_argument("--sc-epochs", type=int, default=60)
-    parser.add_argument("--st-epochs", type=int, default=300, help="DestVI epochs below 1000 spots")
-    parser.add_argument("--large-epochs", type=int, default=200, help="DestVI epochs from 1000 spots")
+    parser.add_argument("--sc-epochs", type=int, default=SC_MAX_EPOCHS,
+                        help=f"CondSCVI epochs (default {SC_MAX_EPOCHS}, run_destvi's)")
+    parser.add_argument("--st-epochs", type=int, default=None,
+                        help="DestVI epochs (default: DestVI's schedule of optimizer steps)")
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--kl-warmup", type=int, default=50)
+    parser.add_argument("--kl-warmup", type=int, default=None,
+                        help="DestVI KL warm-up epochs (default: DestVI's, a tenth of the epochs)")
+    parser.add_argument("--scvi-epochs", type=int, default=300, help="scvi-tools DestVI epochs below 1000 spots")
+    parser.add_argument("--scvi-large-epochs", type=int, default=200, help="scvi-tools DestVI epochs from 1000 spots")
+    parser.add_argument("--scvi-kl-warmup", type=int, default=50, help="scvi-tools DestVI KL warm-up epochs")
     parser.add_argument("--c2l-ref-epochs", type=int, default=250, help="cell2location reference model epochs")
     parser.add_argument("--c2l-epochs", type=int, default=30000, help="cell2location spatial model epochs")
     parser.add_argument("--seed", type=int, default=0)

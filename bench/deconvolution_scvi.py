@@ -41,7 +41,7 @@ def main() -> None:
         start = time.perf_counter()
         st_model.train(
             max_epochs=run["epochs"], lr=tasks["lr"], batch_size=run["batch_size"],
-            n_epochs_kl_warmup=tasks["n_epochs_kl_warmup"], accelerator="cpu", enable_progress_bar=False,
+            n_epochs_kl_warmup=run["kl_warmup"], accelerator="cpu", enable_progress_bar=False,
         )
         timings[run["key"]] = time.perf_counter() - start
         st_model.get_proportions().to_csv(work / f"scvi_{run['key']}.csv")

@@ -54,12 +54,13 @@ spots = ad.read_h5ad(f"{work}/spots.h5ad")
 reference = ad.read_h5ad(f"{work}/reference.h5ad")
 times = {"read_s": time.perf_counter() - start}
 if method == "pybridge":
+    from pybridge.deconvolution.pipeline import SC_MAX_EPOCHS
     from pybridge.models.condscvi import CondSCVI
     from pybridge.models.destvi import DestVI
     CondSCVI.setup_anndata(reference, labels_key="cell_type")
     sc_model = CondSCVI(reference)
     start = time.perf_counter()
-    sc_model.train(progress=False)
+    sc_model.train(max_epochs=SC_MAX_EPOCHS, progress=False)  # run_destvi's
     times["condscvi_s"] = time.perf_counter() - start
     DestVI.setup_anndata(spots)
     # the spots' mean number of cells, as cell2location's N_cells_per_location below

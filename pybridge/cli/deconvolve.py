@@ -30,7 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--labels-key", default="cell_type", help="reference obs column with cell types (default cell_type)")
     p.add_argument("--reference-layer", default=None, help="reference layer with raw counts (default: X)")
     p.add_argument("--spots-layer", default=None, help="spots layer with raw counts (default: X)")
-    p.add_argument("--sc-max-epochs", type=int, default=300, help="CondSCVI epochs (default 300)")
+    p.add_argument("--sc-max-epochs", type=int, default=None, help="CondSCVI epochs (default: run_destvi's, 60)")
     p.add_argument("--st-max-epochs", type=int, default=None,
                    help="DestVI epochs (default: --st-max-steps optimizer steps, at most 2,000 epochs)")
     p.add_argument("--st-max-steps", type=int, default=None,
@@ -101,7 +101,7 @@ def _write_plot(spots: AnnData, args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pybridge.deconvolution.pipeline import run_destvi
+    from pybridge.deconvolution.pipeline import SC_MAX_EPOCHS, run_destvi
     if args.n_models < 1:
         raise PybridgeError(f"--n-models must be 1 or more, got {args.n_models}")
     if args.model_dir and args.n_models != 1:
@@ -116,9 +116,9 @@ def run(args: argparse.Namespace) -> int:
     _check_plot(args, spots, reference)
     result = run_destvi(
         spots, reference, labels_key=args.labels_key, spots_layer=args.spots_layer,
-        reference_layer=args.reference_layer, sc_max_epochs=args.sc_max_epochs, st_max_epochs=args.st_max_epochs,
-        st_max_steps=args.st_max_steps,
-        batch_size=args.batch_size, lr=args.lr, vamp_prior_p=args.vamp_prior_p, amortization=args.amortization,
+        reference_layer=args.reference_layer,
+        sc_max_epochs=SC_MAX_EPOCHS if args.sc_max_epochs is None else args.sc_max_epochs,
+        st_max_epochs=args.st_max_epochs, st_max_steps=args.st_max_steps, batch_size=args.batch_size, lr=args.lr, vamp_prior_p=args.vamp_prior_p, amortization=args.amortization,
         l1_reg=args.l1_reg, augmentation_weight=args.augmentation_weight,
         cells_per_spot=args.cells_per_spot, n_models=args.n_models, weight_obs=args.weight_obs,
         cell_fractions=args.cell_fractions, accelerator=args.accelerator, seed=args.seed,

@@ -13,6 +13,10 @@ from pybridge.models.condscvi import CondSCVI
 from pybridge.models.destvi import DestVI, resolve_augmentation, shared_genes
 from pybridge.train.trainer import EpochCallback
 
+# CondSCVI epochs on the reference: 300 (scvi-tools' CondSCVI default) gave worse proportions on the Spotless
+# standards (bench/RESULTS.md, "Choosing run_destvi's CondSCVI epochs").
+SC_MAX_EPOCHS = 60
+
 
 @dataclass
 class DeconvolutionResult:
@@ -39,7 +43,7 @@ def run_destvi(
     labels_key: str = "cell_type",
     spots_layer: str | None = None,
     reference_layer: str | None = None,
-    sc_max_epochs: int = 300,
+    sc_max_epochs: int = SC_MAX_EPOCHS,
     st_max_epochs: int | None = None,
     st_max_steps: int | None = None,
     batch_size: int | None = None,
@@ -61,7 +65,8 @@ def run_destvi(
 
     Neither input is modified: both are subset (copied) to the shared genes, which are reported with a
     warning when the overlap is partial (an error under 50). ``cell_fractions=True`` reports shares of cells
-    instead of shares of expression (see :meth:`DestVI.get_proportions`). ``augmentation_weight`` is the
+    instead of shares of expression (see :meth:`DestVI.get_proportions`). CondSCVI trains ``sc_max_epochs``
+    (default 60) epochs: longer training gave worse proportions (bench/RESULTS.md). ``augmentation_weight`` is the
     synthetic-spot supervision of :class:`DestVI` (None = its default; 0 = the paper's objective), whose
     synthetic spots hold 1 + Poisson(``cells_per_spot`` - 1) reference cells.
     ``st_max_epochs=None`` uses DestVI's schedule of ``st_max_steps`` optimizer steps (default 20,000; at most

@@ -229,6 +229,29 @@ def test_cli_deconvolve(cortex_small, tmp_path, capsys):
     assert "look swapped" in capsys.readouterr().err
 
 
+def test_cli_deconvolve_trains_condscvi_for_run_destvi_default_epochs(cortex_small, tmp_path, monkeypatch):
+    import inspect
+
+    from pybridge.deconvolution import pipeline
+
+    assert inspect.signature(pipeline.run_destvi).parameters["sc_max_epochs"].default == pipeline.SC_MAX_EPOCHS == 60
+    spots, reference = pseudo_spots(cortex_small, "cell_type", n_spots=60, seed=1)
+    del spots.obsm["cell_membership"]
+    spots.write_h5ad(tmp_path / "spots.h5ad")
+    reference.write_h5ad(tmp_path / "ref.h5ad")
+    seen = {}
+
+    def capture(*args, **kwargs):
+        seen.update(kwargs)
+        raise PybridgeError("captured")
+
+    monkeypatch.setattr(pipeline, "run_destvi", capture)
+    argv = ["deconvolve", "--reference", str(tmp_path / "ref.h5ad"), "--spots", str(tmp_path / "spots.h5ad"),
+            "--output", str(tmp_path / "out.h5ad")]
+    assert cli_main(argv) == 2 and seen["sc_max_epochs"] == 60
+    assert cli_main([*argv, "--sc-max-epochs", "7"]) == 2 and seen["sc_max_epochs"] == 7
+
+
 def test_run_destvi_averages_an_ensemble_of_models(cortex_small, tmp_path, capsys):
     spots, reference = pseudo_spots(cortex_small, "cell_type", n_spots=40, seed=2)
     with pytest.raises(PybridgeError, match="n_models must be a whole number >= 1"):
