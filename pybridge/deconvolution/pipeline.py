@@ -14,7 +14,7 @@ from pybridge.models.destvi import DestVI, resolve_augmentation, shared_genes
 from pybridge.train.trainer import EpochCallback
 
 # CondSCVI epochs on the reference: 300 (scvi-tools' CondSCVI default) gave worse proportions on the Spotless
-# standards (bench/RESULTS.md, "Choosing run_destvi's CondSCVI epochs").
+# standards (bench/RESULTS.md, "Spatial deconvolution: run_destvi's CondSCVI epochs and DestVI steps").
 SC_MAX_EPOCHS = 60
 
 
