@@ -171,10 +171,9 @@ def run_pybridge(settings: list[dict], args: argparse.Namespace, work: Path) -> 
         DestVI.setup_anndata(spots)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = DestVI.from_rna_model(spots, sc_model, vamp_prior_p=15,
-                                          cells_per_spot=setting["n_cells_per_location"])
+            # run_destvi's model and training defaults, but for cells_per_spot and the bench's overrides
+            model = DestVI.from_rna_model(spots, sc_model, cells_per_spot=setting["n_cells_per_location"])
             start = time.perf_counter()
-            # the library's defaults unless the bench's options override them
             model.train(max_epochs=args.st_epochs, lr=args.lr, n_epochs_kl_warmup=args.kl_warmup, seed=seed,
                         progress=False)
         record_timing(work, "pybridge", name, time.perf_counter() - start)
